@@ -1,0 +1,3 @@
+from sift_bench.cli import app
+
+app()

@@ -1,0 +1,58 @@
+"""Shared fixtures: the read-only GLUE copy beside the clone, and tiny random-init models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+# CI clones the repo with shared/ beside it; SIFT_BENCH_TEST_GLUE points elsewhere if needed.
+GLUE_DIR = Path(os.environ.get("SIFT_BENCH_TEST_GLUE", REPO.parent / "shared" / "data" / "glue"))
+
+# Two cores: keep torch from oversubscribing when pytest and Ray workers share the machine.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def glue_dir() -> Path:
+    if not GLUE_DIR.is_dir():
+        pytest.fail(f"GLUE test data not found at {GLUE_DIR}; set SIFT_BENCH_TEST_GLUE")
+    return GLUE_DIR
+
+
+def tiny_bert(num_labels: int = 2, seed: int = 0):
+    """A 2-layer BERT classifier (hidden 32) with random weights: trains in milliseconds on CPU."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, num_labels=num_labels,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    return BertForSequenceClassification(cfg)
+
+
+def tiny_llama(seed: int = 0):
+    """A 2-layer Llama causal LM (hidden 32) with random weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    return LlamaForCausalLM(cfg)
+
+
+@pytest.fixture
+def bert_factory():
+    return tiny_bert
+
+
+@pytest.fixture
+def llama_factory():
+    return tiny_llama
