@@ -70,9 +70,10 @@ class SparseGradLinear(torch.autograd.Function):
     ) -> torch.Tensor:
         x_c, w_c, b_c = _autocast_cast(x, weight, bias, device_type=x.device.type)
         with torch.autocast(x.device.type, enabled=False):
-            y = torch.matmul(x_c, w_c) if transposed else F.linear(x_c, w_c)
-            if b_c is not None:
-                y = y + b_c
+            if transposed:
+                y = torch.matmul(x_c, w_c) if b_c is None else torch.matmul(x_c, w_c) + b_c
+            else:
+                y = F.linear(x_c, w_c, b_c)
         ctx.save_for_backward(x_c, w_c, flat_index)
         ctx.transposed = transposed
         return y

@@ -56,3 +56,26 @@ def bert_factory():
 @pytest.fixture
 def llama_factory():
     return tiny_llama
+
+
+def tiny_char_tokenizer(chat_template: bool = True):
+    """An offline character-level tokenizer (100 ids: 4 specials, newline, tab, printable ASCII) that fits
+    `tiny_llama`'s 128-word vocabulary; optional ChatML-style chat template. Unknown characters -> <unk>."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    chars = ["\n", "\t", *(chr(c) for c in range(32, 127))]
+    vocab = {t: i for i, t in enumerate(specials + chars)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    if chat_template:
+        fast.chat_template = (
+            "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+            "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+        )
+    return fast

@@ -1,0 +1,550 @@
+"""Compare two result folders trial config by trial config: what got better, worse, slower, or broke.
+
+Matching is by configuration, never by run order: a trial's *config key* is its spec identity without
+`seed` (and without `data_dir`, which names where the data lives on one machine, not what it is), so the
+seeds of one config form a group on each side. For each group the primary metric (and every other best
+metric) is compared as mean over seeds.
+
+The noise band (in display units: points for percent metrics, raw units otherwise) is
+
+    band = max(tolerance, std_base if n_base >= 2, std_new if n_new >= 2)      (sample std, ddof=1)
+
+so with several seeds a change of the mean within one seed-to-seed standard deviation is noise, and with a
+single seed (spread unknown) only `tolerance` protects against noise. `tolerance` is also a floor: seeds
+that happen to agree closely never turn a 0.1-point wobble into a CI failure; pass `--tolerance 0` for the
+pure spread rule. Only the primary metric gates the exit code; the others are reported. Points of a
+hyper-parameter grid are separate configs (the `settings` field names what tells them apart).
+
+A config also regresses when a seed that finished in the baseline failed in the new run ("newly failed"),
+when it is absent from the new run ("missing"), or when its mean train time / peak memory grew by more
+than a ratio (`time_threshold`, `memory_threshold`; 0 turns the check off) and by more than a small
+absolute slack (timers and allocators jitter on tiny trials).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, Field
+from rich.table import Table
+
+from sift_bench.errors import SiftBenchError
+from sift_bench.metrics import metric_info
+
+# Absolute slack for the resource checks: below these, a ratio says nothing (a 0.2 s trial taking 0.4 s).
+MIN_TIME_DELTA_S = 1.0
+MIN_MEMORY_DELTA_BYTES = 16 * 2**20
+# Columns of `metric.*` that are bookkeeping, not scores.
+NOT_METRICS = frozenset({"epoch", "step"})
+# Left out of the config key: the seed is what we average over; data_dir is a machine-local location.
+NOT_IN_KEY = ("seed", "data_dir", "suite", "resources")
+
+Verdict = Literal["improved", "regressed", "noise", "n/a"]
+Status = Literal["compared", "missing", "new", "newly_failed", "still_failing", "fixed"]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class RunTables:
+    """One results folder: the trials table, optional per-epoch evals, and the manifest."""
+
+    path: Path
+    trials: pd.DataFrame
+    evals: pd.DataFrame | None
+    manifest: dict[str, Any] | None
+
+    @property
+    def suite(self) -> str:
+        suites = sorted({str(s) for s in self.trials.get("suite", pd.Series(dtype=str)).dropna()})
+        if suites:
+            return ", ".join(suites)
+        return str((self.manifest or {}).get("suite", self.path.name))
+
+
+def load_run(path: str | Path) -> RunTables:
+    """Read `results/<suite>/` (or a `trials.parquet` path). Bad input raises SiftBenchError."""
+    path = Path(path)
+    if path.is_file() and path.name == "trials.parquet":
+        path = path.parent
+    if not path.exists():
+        raise SiftBenchError(f"Results folder {path} does not exist; pass a folder like results/<suite>/.")
+    if not path.is_dir():
+        raise SiftBenchError(f"{path} is not a results folder; pass a folder holding trials.parquet.")
+    trials_file = path / "trials.parquet"
+    if not trials_file.is_file():
+        raise SiftBenchError(
+            f"{path} has no trials.parquet; is it a results folder (results/<suite>/) of `sift-bench run`?"
+        )
+    try:
+        trials = pd.read_parquet(trials_file)
+    except Exception as e:  # pyarrow raises several types for a corrupt/foreign file
+        raise SiftBenchError(f"Cannot read {trials_file}: {e}") from None
+    missing = [c for c in ("trial_id", "task", "method", "status") if c not in trials.columns]
+    if missing:
+        raise SiftBenchError(f"{trials_file} lacks the column(s) {', '.join(missing)}; not a trials table.")
+    if "finished_at" in trials.columns:  # a retried trial may appear twice: keep its latest row
+        trials = trials.sort_values("finished_at", kind="stable")
+    trials = trials.drop_duplicates("trial_id", keep="last").reset_index(drop=True)
+    # Tables from before the store had these columns: the label is the method, the value its primary metric.
+    if "variant" not in trials.columns:
+        trials["variant"] = trials["method"]
+    trials["variant"] = trials["variant"].fillna(trials["method"])
+    if "primary_value" not in trials.columns and "primary_metric" in trials.columns:
+        trials["primary_value"] = [
+            r.get(f"metric.{r['primary_metric']}") if isinstance(r["primary_metric"], str) else None
+            for _, r in trials.iterrows()
+        ]
+
+    evals = None
+    if (path / "evals.parquet").is_file():
+        evals = pd.read_parquet(path / "evals.parquet")
+    manifest = None
+    if (path / "manifest.json").is_file():
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except json.JSONDecodeError as e:
+            raise SiftBenchError(f"{path / 'manifest.json'} is not valid JSON: {e}") from None
+    return RunTables(path=path, trials=trials, evals=evals, manifest=manifest)
+
+
+def config_identity(row: pd.Series) -> dict[str, Any]:
+    """The spec identity without the seed; from the `spec` JSON column, else from the flat columns."""
+    spec = row.get("spec")
+    if isinstance(spec, str) and spec:
+        ident = json.loads(spec)
+    elif isinstance(spec, dict):
+        ident = dict(spec)
+    else:
+        cols = ("model", "task", "method", "budget", "knob", "knob_value")
+        ident = {c: _plain(row.get(c)) for c in cols}
+        ident["train"] = {k[6:]: _plain(v) for k, v in row.items() if str(k).startswith("train.")}
+    return {k: v for k, v in ident.items() if k not in NOT_IN_KEY}
+
+
+def _plain(v: Any) -> Any:
+    """NaN/None to None and numpy scalars to Python, so keys hash the same from either side."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _labels(*frames: pd.DataFrame) -> dict[str, str]:
+    """Config key -> the suite's label for the method (`variant` column, e.g. sift_qv)."""
+    return {k: str(v) for df in frames for k, v in zip(df["_key"], df["variant"], strict=True)}
+
+
+def _key(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _keyed(run: RunTables) -> pd.DataFrame:
+    """Trials with `_key` (config key), `_ident` and a numeric seed column."""
+    df = run.trials.copy()
+    idents = [config_identity(r) for _, r in df.iterrows()]
+    df["_ident"] = idents
+    df["_key"] = [_key(i) for i in idents]
+    if "seed" not in df.columns:
+        df["seed"] = [json.loads(s).get("seed", 0) if isinstance(s, str) else 0 for s in df.get("spec", [])]
+    return df
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+class MetricChange(BaseModel):
+    metric: str
+    primary: bool
+    higher_is_better: bool
+    unit: str = Field(description="'pt' (percentage points) for percent metrics, '' for raw units.")
+    base_mean: float | None = None
+    base_std: float | None = None
+    base_n: int = 0
+    new_mean: float | None = None
+    new_std: float | None = None
+    new_n: int = 0
+    delta: float | None = Field(None, description="new - base in display units (points for percent metrics).")
+    band: float | None = Field(None, description="Noise band the |delta| is judged against.")
+    verdict: Verdict = "n/a"
+
+
+class ConfigComparison(BaseModel):
+    key: str
+    model: str
+    task: str
+    method: str
+    budget: str
+    base_method: str = Field(description="The registered method; `method` is the suite's label (variant) for it.")
+    settings: str = Field("", description="Settings that tell apart configs with the same task/method/budget.")
+    status: Status
+    base_seeds: list[int] = Field(default_factory=list)
+    new_seeds: list[int] = Field(default_factory=list)
+    newly_failed_seeds: list[int] = Field(default_factory=list)
+    missing_seeds: list[int] = Field(default_factory=list)
+    new_error: str | None = None
+    metrics: list[MetricChange] = Field(default_factory=list)
+    base_train_seconds: float | None = None
+    new_train_seconds: float | None = None
+    time_ratio: float | None = None
+    base_peak_memory_bytes: float | None = None
+    new_peak_memory_bytes: float | None = None
+    memory_ratio: float | None = None
+    flags: list[str] = Field(default_factory=list, description="Why this config regressed (empty when fine).")
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.flags)
+
+    @property
+    def primary(self) -> MetricChange | None:
+        return next((m for m in self.metrics if m.primary), None)
+
+
+class Comparison(BaseModel):
+    baseline: str
+    new: str
+    suite: str
+    tolerance: float
+    time_threshold: float
+    memory_threshold: float
+    configs: list[ConfigComparison]
+
+    @property
+    def regressed(self) -> bool:
+        return any(c.regressed for c in self.configs)
+
+    def counts(self) -> dict[str, int]:
+        verdicts = [c.primary.verdict for c in self.configs if c.primary and c.status == "compared"]
+        return {
+            "configs": len(self.configs),
+            "regressed": sum(c.regressed for c in self.configs),
+            "improved": verdicts.count("improved"),
+            "noise": verdicts.count("noise"),
+            "newly_failed": sum(c.status == "newly_failed" or bool(c.newly_failed_seeds) for c in self.configs),
+            "missing": sum(c.status == "missing" or bool(c.missing_seeds) for c in self.configs),
+            "new": sum(c.status == "new" for c in self.configs),
+            "slower": sum(any(f.startswith("slower") for f in c.flags) for c in self.configs),
+            "more_memory": sum(any(f.startswith("memory") for f in c.flags) for c in self.configs),
+        }
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json")
+        data["regressed"] = self.regressed
+        data["counts"] = self.counts()
+        for c, cd in zip(self.configs, data["configs"], strict=True):
+            cd["regressed"] = c.regressed
+        return json.dumps(data, indent=2)
+
+
+# ----------------------------------------------------------------------------- comparing
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None, int]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return None, None, 0
+    s = pd.Series(vals, dtype=float)
+    return float(s.mean()), (float(s.std(ddof=1)) if len(vals) >= 2 else None), len(vals)
+
+
+def judge(metric: str, base: list[float], new: list[float], *, primary: bool, tolerance: float) -> MetricChange:
+    """Compare one metric's per-seed values (raw units); see the module docstring for the band."""
+    info = metric_info(metric)
+    scale = 100.0 if info.percent else 1.0
+    bm, bs, bn = _stats([v * scale for v in base])
+    nm, ns, nn = _stats([v * scale for v in new])
+    change = MetricChange(
+        metric=metric, primary=primary, higher_is_better=info.higher_is_better,
+        unit="pt" if info.percent else "",
+        base_mean=bm, base_std=bs, base_n=bn, new_mean=nm, new_std=ns, new_n=nn,
+    )  # fmt: skip
+    if bm is None or nm is None:
+        return change
+    band = max([tolerance] + [s for s in (bs, ns) if s is not None])
+    delta = nm - bm
+    gain = delta if info.higher_is_better else -delta  # > 0 is better whatever the direction
+    change.delta, change.band = delta, band
+    change.verdict = "regressed" if gain < -band else "improved" if gain > band else "noise"
+    return change
+
+
+def _mean(df: pd.DataFrame, col: str) -> float | None:
+    if col not in df.columns:
+        return None
+    vals = pd.to_numeric(df[col], errors="coerce").dropna()
+    vals = vals[vals > 0]  # 0 means "not measured" in TrialResult
+    return float(vals.mean()) if len(vals) else None
+
+
+def _budget_str(v: Any) -> str:
+    v = _plain(v)
+    if v is None:
+        return "-"
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _settings(idents: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Among configs sharing (model, task, method, budget): the settings that differ, as 'a.b=v'."""
+    groups: dict[tuple, list[str]] = {}
+    for key, ident in idents.items():
+        g = tuple(str(ident.get(c)) for c in ("model", "task", "method", "budget"))
+        groups.setdefault(g, []).append(key)
+    out = {k: "" for k in idents}
+    for keys in groups.values():
+        if len(keys) < 2:
+            continue
+        flat = {k: _flatten(idents[k]) for k in keys}
+        fields = sorted({f for d in flat.values() for f in d})
+        differing = [f for f in fields if len({json.dumps(d.get(f), default=str) for d in flat.values()}) > 1]
+        for k in keys:
+            out[k] = ", ".join(f"{f}={flat[k].get(f)}" for f in differing)
+    return out
+
+
+def compare_runs(
+    baseline: RunTables,
+    new: RunTables,
+    *,
+    tolerance: float = 1.0,
+    time_threshold: float = 1.5,
+    memory_threshold: float = 1.2,
+    allow_different_suites: bool = False,
+) -> Comparison:
+    """Match trials of two runs by config and judge every change; see the module docstring."""
+    if baseline.suite != new.suite and not allow_different_suites:
+        raise SiftBenchError(
+            f"The tables come from different suites: {baseline.path} is '{baseline.suite}', "
+            f"{new.path} is '{new.suite}'. Compare runs of the same suite."
+        )
+    if tolerance < 0 or time_threshold < 0 or memory_threshold < 0:
+        raise SiftBenchError("--tolerance, --time-threshold and --memory-threshold must be >= 0.")
+    b, n = _keyed(baseline), _keyed(new)
+    idents = {k: i for df in (b, n) for k, i in zip(df["_key"], df["_ident"], strict=True)}
+    settings = _settings(idents)
+    labels = _labels(b, n)
+    metric_cols = sorted({c for df in (b, n) for c in df.columns if str(c).startswith("metric.")})
+
+    configs: list[ConfigComparison] = []
+    for key, ident in idents.items():
+        bg, ng = b[b["_key"] == key], n[n["_key"] == key]
+        b_ok, n_ok = bg[bg["status"] == "ok"], ng[ng["status"] == "ok"]
+        n_failed = ng[ng["status"] != "ok"]
+        b_seeds, n_seeds = set(b_ok["seed"].astype(int)), set(n_ok["seed"].astype(int))
+        cc = ConfigComparison(
+            key=key, model=str(ident.get("model")), task=str(ident.get("task")),
+            method=labels.get(key, str(ident.get("method"))), base_method=str(ident.get("method")),
+            budget=_budget_str(ident.get("budget")), settings=settings[key], status="compared",
+            base_seeds=sorted(b_seeds), new_seeds=sorted(n_seeds),
+            newly_failed_seeds=sorted(b_seeds & set(n_failed["seed"].astype(int))),
+            missing_seeds=sorted(b_seeds - set(ng["seed"].astype(int))),
+        )  # fmt: skip
+        if len(n_failed) and "error" in n_failed.columns:
+            cc.new_error = next((str(e) for e in n_failed["error"] if isinstance(e, str) and e), None)
+
+        if bg.empty:
+            cc.status = "new"
+        elif ng.empty:
+            cc.status = "missing" if len(b_ok) else "still_failing"
+        elif b_ok.empty:
+            cc.status = "fixed" if len(n_ok) else "still_failing"
+        elif n_ok.empty:
+            cc.status = "newly_failed"
+
+        if cc.status == "missing":
+            cc.flags.append(f"missing: seeds {_seeds(cc.missing_seeds)} not in the new run")
+        elif cc.missing_seeds:
+            cc.flags.append(f"missing seeds {_seeds(cc.missing_seeds)}")
+        if cc.newly_failed_seeds:
+            cc.flags.append(f"newly failed: seeds {_seeds(cc.newly_failed_seeds)}")
+
+        if not b_ok.empty and not n_ok.empty:
+            primary = _primary(b_ok, n_ok)
+            names = [c[7:] for c in metric_cols if c[7:] not in NOT_METRICS]
+            for name in sorted(names, key=lambda m: (m != primary, m)):
+                col = f"metric.{name}"
+                bv = pd.to_numeric(b_ok[col], errors="coerce").tolist() if col in b_ok else []
+                nv = pd.to_numeric(n_ok[col], errors="coerce").tolist() if col in n_ok else []
+                change = judge(name, bv, nv, primary=name == primary, tolerance=tolerance)
+                if change.base_n or change.new_n:
+                    cc.metrics.append(change)
+            p = cc.primary
+            if p and p.verdict == "regressed":
+                sign = "+" if p.delta >= 0 else ""
+                cc.flags.append(f"{p.metric} {sign}{p.delta:.2f}{p.unit} beyond the noise band ±{p.band:.2f}")
+            _resources(cc, b_ok, n_ok, time_threshold, memory_threshold)
+        configs.append(cc)
+
+    configs.sort(key=lambda c: (c.task, c.method, _budget_order(c.budget), c.model, c.settings))
+    return Comparison(
+        baseline=str(baseline.path), new=str(new.path), suite=new.suite, tolerance=tolerance,
+        time_threshold=time_threshold, memory_threshold=memory_threshold, configs=configs,
+    )  # fmt: skip
+
+
+def _primary(b_ok: pd.DataFrame, n_ok: pd.DataFrame) -> str | None:
+    for df in (n_ok, b_ok):
+        if "primary_metric" in df.columns:
+            vals = [v for v in df["primary_metric"] if isinstance(v, str) and v]
+            if vals:
+                return vals[0]
+    return None
+
+
+def _resources(cc: ConfigComparison, b_ok: pd.DataFrame, n_ok: pd.DataFrame, time_thr: float, mem_thr: float) -> None:
+    cc.base_train_seconds, cc.new_train_seconds = _mean(b_ok, "train_seconds"), _mean(n_ok, "train_seconds")
+    if cc.base_train_seconds and cc.new_train_seconds:
+        cc.time_ratio = cc.new_train_seconds / cc.base_train_seconds
+        grew = cc.new_train_seconds - cc.base_train_seconds
+        if time_thr and cc.time_ratio > time_thr and grew > MIN_TIME_DELTA_S:
+            cc.flags.append(
+                f"slower: train {cc.base_train_seconds:.1f}s -> {cc.new_train_seconds:.1f}s (x{cc.time_ratio:.2f})"
+            )
+    cc.base_peak_memory_bytes = _mean(b_ok, "peak_memory_bytes")
+    cc.new_peak_memory_bytes = _mean(n_ok, "peak_memory_bytes")
+    if cc.base_peak_memory_bytes and cc.new_peak_memory_bytes:
+        cc.memory_ratio = cc.new_peak_memory_bytes / cc.base_peak_memory_bytes
+        grew = cc.new_peak_memory_bytes - cc.base_peak_memory_bytes
+        if mem_thr and cc.memory_ratio > mem_thr and grew > MIN_MEMORY_DELTA_BYTES:
+            cc.flags.append(
+                f"memory: peak {_mib(cc.base_peak_memory_bytes)} -> {_mib(cc.new_peak_memory_bytes)} "
+                f"(x{cc.memory_ratio:.2f})"
+            )
+
+
+def _seeds(seeds: list[int]) -> str:
+    return ",".join(map(str, seeds))
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**20:.0f} MiB"
+
+
+def _budget_order(budget: str) -> tuple[float, str]:
+    try:
+        return float(budget.rstrip("%")), budget
+    except ValueError:
+        return math.inf, budget
+
+
+def compare_paths(baseline: str | Path, new: str | Path, **kwargs: Any) -> Comparison:
+    return compare_runs(load_run(baseline), load_run(new), **kwargs)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+_STYLE = {"improved": "green", "regressed": "bold red", "noise": "dim", "n/a": "dim"}
+
+
+def _fmt(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None:
+        return "-"
+    s = f"{mean:.2f}"
+    if std is not None:
+        s += f" ± {std:.2f}"
+    return f"{s} (n={n})"
+
+
+def _fmt_delta(m: MetricChange | None) -> str:
+    if m is None or m.delta is None:
+        return "-"
+    return f"{m.delta:+.2f}{m.unit}"
+
+
+def _cells(c: ConfigComparison) -> dict[str, str]:
+    p = c.primary
+    # Only the other metrics that moved (at display precision): the JSON output has them all.
+    others = ", ".join(
+        f"{m.metric} {_fmt_delta(m)}" for m in c.metrics if not m.primary and m.delta and abs(m.delta) >= 0.005
+    )
+    res = []
+    if c.time_ratio:
+        res.append(f"time x{c.time_ratio:.2f}")
+    if c.memory_ratio:
+        res.append(f"mem x{c.memory_ratio:.2f}")
+    status = c.status if c.status != "compared" else (p.verdict if p else "n/a")
+    return {
+        "task": c.task, "method": c.method, "budget": c.budget, "model": c.model, "settings": c.settings,
+        "metric": p.metric if p else "-",
+        "baseline": _fmt(p.base_mean, p.base_std, p.base_n) if p else "-",
+        "new": _fmt(p.new_mean, p.new_std, p.new_n) if p else "-",
+        "delta": _fmt_delta(p), "band": f"±{p.band:.2f}" if p and p.band is not None else "-",
+        "verdict": "REGRESSED" if c.regressed else status,
+        "resources": ", ".join(res), "others": others, "notes": "; ".join(c.flags),
+    }  # fmt: skip
+
+
+def _columns(cmp: Comparison) -> list[str]:
+    cols = ["task", "method", "budget"]
+    if len({c.model for c in cmp.configs}) > 1:
+        cols.append("model")
+    if any(c.settings for c in cmp.configs):
+        cols.append("settings")
+    cols += ["metric", "baseline", "new", "delta", "band", "verdict", "resources"]
+    if any(_cells(c)["others"] for c in cmp.configs):
+        cols.append("others")
+    return [*cols, "notes"]
+
+
+def summary_line(cmp: Comparison) -> str:
+    k = cmp.counts()
+    head = "REGRESSION" if cmp.regressed else "OK"
+    return (
+        f"{head}: {k['regressed']} of {k['configs']} configs regressed "
+        f"({k['newly_failed']} newly failed, {k['missing']} missing, {k['slower']} slower, "
+        f"{k['more_memory']} more memory); {k['improved']} improved, {k['noise']} within noise, "
+        f"{k['new']} new."
+    )
+
+
+def to_rich(cmp: Comparison) -> Table:
+    cols = _columns(cmp)
+    table = Table(title=f"{cmp.suite}: {cmp.baseline} -> {cmp.new}")
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("baseline", "new", "delta", "band") else "left")
+    for c in cmp.configs:
+        cells = _cells(c)
+        verdict = "regressed" if c.regressed else (c.primary.verdict if c.primary else "n/a")
+        style = _STYLE.get(verdict, "")
+        if c.status in ("missing", "newly_failed") or c.regressed:
+            style = "bold red"
+        elif c.status in ("new", "fixed"):
+            style = "cyan"
+        cells["resources"] = cells["resources"].replace(", ", "\n")  # one ratio per line in a terminal
+        table.add_row(*[cells[col] for col in cols], style=style)
+    return table
+
+
+def to_markdown(cmp: Comparison) -> str:
+    cols = _columns(cmp)
+    lines = [
+        f"### {cmp.suite}: `{cmp.baseline}` -> `{cmp.new}`",
+        "",
+        f"**{summary_line(cmp)}** (tolerance {cmp.tolerance} pt, time x{cmp.time_threshold}, "
+        f"memory x{cmp.memory_threshold})",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join("---" for _ in cols) + "|",
+    ]
+    for c in cmp.configs:
+        cells = _cells(c)
+        if c.regressed:
+            cells["verdict"] = "**REGRESSED**"
+        lines.append("| " + " | ".join(cells[col].replace("|", "\\|") for col in cols) + " |")
+    return "\n".join(lines) + "\n"

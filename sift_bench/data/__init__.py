@@ -1,0 +1,1 @@
+"""Data shipped with the package (the stdlib instruction set and its builder)."""

@@ -1,0 +1,65 @@
+"""The task interface and its registry: where examples come from, how they become tensors, how dev is scored.
+
+A trial uses a task like this:
+
+    task = TASKS.get(spec.task)
+    train = task.load(data_dir, "train", max_samples)            # list of example dicts
+    dev = {s: task.load(data_dir, s, n) for s in task.eval_splits}
+    collate = task.collate(tokenizer, max_seq_len)                # examples -> batch of tensors
+    loss = model(**batch).loss                                    # every batch carries `labels`
+    metrics = task.evaluate(forward, {split: loader})             # forward(batch) -> model output
+
+`kind` tells the model loader which head to build: "classification" (num_labels classes), "regression"
+(one output, MSE loss) or "causal_lm" (no extra head; `labels` are the input ids, -100 where masked).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from sift_bench.registry import Registry
+
+TaskKind = Literal["classification", "regression", "causal_lm"]
+Example = dict[str, Any]
+Batch = dict[str, torch.Tensor]
+Forward = Callable[[Batch], Any]  # runs the model on a batch (device, autocast, no_grad handled) -> output
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    kind: ClassVar[TaskKind]
+    num_labels: ClassVar[int] = 0  # classes; 1 for regression; 0 for causal_lm
+    primary_metric: ClassVar[str]  # picks the best epoch; a name in sift_bench.metrics.METRICS
+    eval_splits: ClassVar[tuple[str, ...]] = ("dev",)
+
+    @abstractmethod
+    def load(self, data_dir: str | None, split: str, max_samples: int | None = None) -> list[Example]:
+        """The first `max_samples` examples of `split` ("train" or one of `eval_splits`)."""
+
+    @abstractmethod
+    def collate(self, tokenizer: Any, max_seq_len: int) -> Callable[[list[Example]], Batch]:
+        """A DataLoader collate_fn: tokenise, pad, and add `labels`."""
+
+    @abstractmethod
+    def evaluate(self, forward: Forward, loaders: dict[str, Iterable[Batch]]) -> dict[str, float]:
+        """Metrics on the eval splits, keyed by metric name (plus `eval_loss`)."""
+
+
+TASKS: Registry[Task] = Registry("task")
+
+
+def load_tasks() -> Registry[Task]:
+    """Import every module of `sift_bench.tasks` (each registers its tasks) and return `TASKS`: adding a
+    task is adding a file."""
+    import importlib
+    import pkgutil
+
+    import sift_bench.tasks as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{pkg.__name__}.{info.name}")
+    return TASKS

@@ -1,0 +1,281 @@
+"""One trial: fine-tune one (model, task, method, budget, seed) and score it on dev after every epoch.
+
+    sift-bench trial --model minilm-l6 --task mrpc --method sift --budget 0.8% --epochs 3
+    python -m sift_bench.trial --model minilm-l6 --task rte --method lora --budget 0.8% --max-train-samples 256
+
+`run_trial(spec) -> TrialResult` is a pure function of its spec: the same function runs under pytest, the
+CLI, Ray Tune and a Ray Job. It reads top to bottom: seed, data, model, method (SIFT selects on the
+first training batches), optimizer, loop, eval, result. A failure (an out-of-memory error included)
+comes back as status="failed" with the error text, never as an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from sift_bench.errors import SiftBenchError
+from sift_bench.methods import METHODS, PrepareContext
+from sift_bench.metrics import metric_info
+from sift_bench.spec import TrainSettings, TrialResult, TrialSpec
+from sift_bench.tasks.base import TASKS, Batch, Task, load_tasks
+
+
+def validate(spec: TrialSpec) -> None:
+    """Cheap checks before any model is loaded: names and options. Raises SiftBenchError."""
+    load_tasks().get(spec.task)
+    METHODS.get(spec.method).parse_options(spec.method_options)
+    if spec.evaluators:  # bad evaluator options fail before training, not after it
+        from sift_bench.evaluators import EVALUATORS
+
+        for name, raw in spec.evaluators.items():
+            EVALUATORS.get(name).parse_options(raw)
+
+
+def run_trial(spec: TrialSpec, progress: bool | None = None) -> TrialResult:
+    """Run one trial. `progress`: show a rich bar (default: only when stdout is a terminal)."""
+    started = time.perf_counter()
+    record: dict[str, Any] = {"trial_id": spec.trial_id, "spec": spec.model_dump(mode="json")}
+    try:
+        return _run(spec, record, sys.stdout.isatty() if progress is None else progress)
+    except Exception as e:  # torch.OutOfMemoryError included: a failed trial is data
+        detail = "" if isinstance(e, SiftBenchError) else "\n" + traceback.format_exc(limit=-3)
+        record.setdefault("train_seconds", time.perf_counter() - started)
+        return TrialResult(**record, status="failed", error=f"{type(e).__name__}: {e}{detail}")
+
+
+def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialResult:
+    from transformers import get_linear_schedule_with_warmup
+
+    from sift_bench.budget import resolve_knob
+    from sift_bench.models import head_names, load_model
+
+    cfg: TrainSettings = spec.train
+    # -- seed --------------------------------------------------------------------------------------------
+    random.seed(spec.seed)
+    np.random.seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # -- data --------------------------------------------------------------------------------------------
+    validate(spec)
+    task: Task = TASKS.get(spec.task)
+    record["primary_metric"] = task.primary_metric
+    train_rows = task.load(spec.data_dir, "train", cfg.max_train_samples)
+    dev_rows = {s: task.load(spec.data_dir, s, cfg.max_eval_samples) for s in task.eval_splits}
+
+    # -- model -------------------------------------------------------------------------------------------
+    model, tokenizer = load_model(spec.model, task.kind, task.num_labels)
+    head = head_names(model, task.kind)
+    record["total_params"] = sum(p.numel() for p in model.parameters())
+    if cfg.gradient_checkpointing:  # non-reentrant: works when the inputs need no grad (frozen embeddings)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(device).train()
+
+    collate = task.collate(tokenizer, cfg.max_seq_len)
+
+    def train_loader() -> DataLoader:
+        # Its own seeded generator: every method (and SIFT's selection pass) sees the same batch order.
+        gen = torch.Generator().manual_seed(spec.seed)
+        if hasattr(task, "batch_order"):  # instruction tasks: length-grouped batches waste less on padding
+            order = task.batch_order(train_rows, tokenizer, cfg.batch_size, spec.seed)
+            return DataLoader(train_rows, batch_size=cfg.batch_size, sampler=order, collate_fn=collate)
+        return DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True, generator=gen, collate_fn=collate)
+
+    dev_loaders = {
+        s: DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate) for s, rows in dev_rows.items()
+    }
+    autocast = _autocast(cfg.precision, device)
+
+    def to_device(batch: Batch) -> Batch:
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def loss_fn(m: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        with autocast():
+            return m(**to_device(batch)).loss
+
+    def selection_batches() -> Iterator[Batch]:
+        return iter(train_loader())
+
+    # -- method ------------------------------------------------------------------------------------------
+    method = METHODS.get(spec.method)
+    opts = method.parse_options(spec.method_options)
+    value = resolve_knob(method, model, opts, spec.budget, head)
+    record["knob"], record["knob_value"] = method.knob, value
+    ctx = PrepareContext(head=head, loss_fn=loss_fn, selection_batches=selection_batches, seed=spec.seed)
+    prepared = method.prepare(model, opts, value, ctx)
+    model = prepared.model
+    record["trainable_params"], record["head_params"] = prepared.trainable_params, prepared.head_params
+
+    # -- optimizer ---------------------------------------------------------------------------------------
+    optimizer = torch.optim.AdamW(prepared.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    prepared.attach(optimizer)
+    loader = train_loader()
+    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+    total_steps = math.ceil(steps_per_epoch * cfg.epochs)
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total_steps), total_steps)
+    # fp16 needs loss scaling (bf16 and fp32 do not).
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16" and device.type == "cuda")
+
+    # -- loop --------------------------------------------------------------------------------------------
+    epochs: list[dict[str, float]] = []
+    step, tokens, train_seconds, eval_seconds = 0, 0, 0.0, 0.0
+    info = metric_info(task.primary_metric)
+    best: tuple[int, dict[str, float]] | None = None
+    bar = _progress_bar(show_progress, total_steps, f"{spec.method} {spec.task}")
+    with bar as progress:
+        for epoch in range(math.ceil(cfg.epochs)):
+            if step >= total_steps:
+                break
+            t0 = time.perf_counter()
+            model.train()
+            loss_sum, micro = 0.0, 0
+            for i, batch in enumerate(loader):
+                loss = loss_fn(model, batch)
+                scaler.scale(loss / cfg.grad_accum).backward()
+                loss_sum, micro = loss_sum + float(loss.detach()), micro + 1
+                tokens += (
+                    int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+                )
+                if (i + 1) % cfg.grad_accum == 0 or i + 1 == len(loader):
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    prepared.after_step()
+                    step += 1
+                    progress(step, float(loss.detach()))
+                    if step >= total_steps:
+                        break
+            train_seconds += time.perf_counter() - t0
+
+            # -- eval ----------------------------------------------------------------------------------
+            t0 = time.perf_counter()
+            model.eval()
+
+            @torch.no_grad()
+            def forward(batch: Batch, m: torch.nn.Module = model) -> Any:
+                with autocast():
+                    return m(**to_device(batch))
+
+            metrics = {
+                "epoch": float(epoch + 1),
+                "train_loss": loss_sum / max(micro, 1),
+                **task.evaluate(forward, dev_loaders),
+            }
+            eval_seconds += time.perf_counter() - t0
+            epochs.append(metrics)
+            score = metrics[task.primary_metric]
+            if best is None:
+                best = (epoch + 1, metrics)
+            else:  # ties keep the earlier epoch
+                kept = best[1][task.primary_metric]
+                if (score > kept) if info.higher_is_better else (score < kept):
+                    best = (epoch + 1, metrics)
+
+    # -- evaluators (MMLU, HumanEval): the final in-memory weights, recorded with the last and best epoch --
+    assert best is not None
+    if spec.evaluators:
+        from sift_bench.evaluators import run_evaluators
+
+        t0 = time.perf_counter()
+        scores = run_evaluators(model, tokenizer, spec.evaluators)
+        epochs[-1].update(scores)
+        best[1].update(scores)
+        eval_seconds += time.perf_counter() - t0
+
+    # -- result ------------------------------------------------------------------------------------------
+    record.update(
+        best_epoch=best[0],
+        best=best[1],
+        epochs=epochs,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        tokens_per_second=tokens / train_seconds if train_seconds > 0 else 0.0,
+        peak_memory_bytes=_peak_memory(device),
+    )
+    return TrialResult(**record, status="ok")
+
+
+def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """bf16 on CUDA devices that support it when precision='auto'; fp32 (no autocast) otherwise."""
+    if precision == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        precision = "bf16" if bf16 else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def _peak_memory(device: torch.device) -> int:
+    """CUDA: max allocated bytes in this trial. CPU: the process's peak RSS (ru_maxrss is KiB on Linux)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool, total: int, label: str) -> Iterator[Callable[[int, float], None]]:
+    """A rich bar (only in a terminal); yields update(step, loss)."""
+    if not show:
+        yield lambda step, loss: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"))  # fmt: skip
+    with Progress(*columns, transient=True) as p:
+        bar = p.add_task(label, total=total, loss=float("nan"))
+        yield lambda step, loss: p.update(bar, completed=step, loss=loss)
+
+
+def summary_table(result: TrialResult) -> Any:
+    """A rich table of one trial: per-epoch metrics, with the best epoch marked."""
+    from rich.table import Table
+
+    spec = result.spec
+    budget = f", budget {spec['budget']}" if spec.get("budget") is not None else ""
+    knob = f", {result.knob}={result.knob_value:g}" if result.knob and result.knob_value is not None else ""
+    title = f"{spec['model']} · {spec['task']} · {spec['method']}{budget}{knob} · seed {spec['seed']}"
+    keys = [k for k in (result.epochs[0] if result.epochs else {}) if k != "epoch"]
+    table = Table(title=title, caption=(
+        f"trainable {result.trainable_params:,} (+ head {result.head_params:,}) of {result.total_params:,} · "
+        f"train {result.train_seconds:.1f}s · {result.tokens_per_second:,.0f} tok/s · "
+        f"peak {result.peak_memory_bytes / 2**20:,.0f} MiB · {result.device}"
+    ))  # fmt: skip
+    table.add_column("epoch", justify="right")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for row in result.epochs:
+        e = int(row["epoch"])
+        mark = " *" if e == result.best_epoch else ""
+        cells = [f"{100 * row[k]:.2f}" if metric_info(k).percent else f"{row[k]:.4f}" for k in keys]
+        table.add_row(f"{e}{mark}", *cells)
+    return table
+
+
+if __name__ == "__main__":  # same flags as `sift-bench trial`
+    from sift_bench.cli import app
+
+    app(["trial", *sys.argv[1:]])

@@ -1,0 +1,346 @@
+"""`sift-bench compare` on synthetic result tables with known improvements, regressions and noise."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from sift_bench.cli import app
+from sift_bench.compare import compare_paths, judge, load_run, to_markdown
+from sift_bench.errors import SiftBenchError
+from sift_bench.spec import TrainSettings, TrialSpec
+
+MIB = 2**20
+
+
+def trial(
+    task: str = "mrpc",
+    method: str = "sift",
+    budget: str | None = "0.8%",
+    seed: int = 0,
+    value: float | None = 0.80,
+    *,
+    status: str = "ok",
+    primary: str = "accuracy",
+    lr: float = 2e-4,
+    train_seconds: float = 10.0,
+    memory: int = 100 * MIB,
+    data_dir: str = "/data/glue",
+    suite: str = "quickstart",
+    extra: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """One trials.parquet row, shaped as the result store writes it."""
+    spec = TrialSpec(
+        model="minilm-l6", task=task, method=method, budget=budget, seed=seed,
+        train=TrainSettings(learning_rate=lr), data_dir=data_dir, suite=suite,
+    )  # fmt: skip
+    metrics = {primary: value} if value is not None and status == "ok" else {}
+    metrics.update(extra or {})
+    row: dict[str, Any] = {
+        "suite": suite, "trial_id": spec.trial_id, "model": spec.model, "task": task, "method": method,
+        "budget": budget, "knob": "sparsity", "knob_value": 0.008, "trainable_params": 1000,
+        "head_params": 10, "seed": seed, "train.learning_rate": lr,
+        "spec": json.dumps(spec.model_dump(mode="json")), "primary_metric": primary, "best_epoch": 1,
+        "train_seconds": train_seconds, "eval_seconds": 1.0, "tokens_per_second": 100.0,
+        "peak_memory_bytes": memory, "device": "cpu", "status": status,
+        "error": "RuntimeError: boom" if status == "failed" else None, "schema_version": 1,
+        "finished_at": "2026-11-23T10:00:00Z",
+    }  # fmt: skip
+    for name, v in metrics.items():
+        row[f"metric.{name}"] = v
+    return row
+
+
+def write_run(root: Path, rows: list[dict[str, Any]], *, shuffle: bool = False) -> Path:
+    """results/<suite>/ with trials.parquet, evals.parquet and manifest.json."""
+    rows = list(rows)
+    if shuffle:
+        random.Random(0).shuffle(rows)
+    cols = sorted({k for r in rows for k in r})
+    table = pa.table({c: [r.get(c) for r in rows] for c in cols})
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, root / "trials.parquet")
+    evals = [
+        {"trial_id": r["trial_id"], "epoch": 0, "metric": k[7:], "value": v}
+        for r in rows
+        for k, v in r.items()
+        if k.startswith("metric.") and v is not None
+    ]
+    pq.write_table(pa.Table.from_pylist(evals), root / "evals.parquet")
+    suite = rows[0]["suite"] if rows else "quickstart"
+    (root / "manifest.json").write_text(json.dumps({"suite": suite, "git_commit": "abc123"}))
+    return root
+
+
+def run_cli(*args: str) -> Any:
+    return CliRunner().invoke(app, ["compare", *map(str, args)])
+
+
+def by_method(cmp: Any) -> dict[str, Any]:
+    return {c.method: c for c in cmp.configs}
+
+
+# ----------------------------------------------------------------------------- verdicts
+
+
+def test_identical_runs_pass(tmp_path: Path) -> None:
+    rows = [trial(method=m, seed=s, value=0.8 + 0.01 * s) for m in ("sift", "lora") for s in (0, 1, 2)]
+    base, new = write_run(tmp_path / "a", rows), write_run(tmp_path / "b", rows)
+    cmp = compare_paths(base, new)
+    assert not cmp.regressed
+    assert len(cmp.configs) == 2  # three seeds folded into one config each
+    assert all(c.primary.verdict == "noise" and c.primary.delta == 0 for c in cmp.configs)
+    result = run_cli(base, new)
+    assert result.exit_code == 0, result.output
+    assert "OK: 0 of 2 configs regressed" in result.output
+
+
+def test_single_seed_improvement_regression_and_tolerance(tmp_path: Path) -> None:
+    base = write_run(
+        tmp_path / "a",
+        [trial(method="sift", value=0.80), trial(method="lora", value=0.80), trial(method="full", value=0.80)],
+    )
+    new = write_run(
+        tmp_path / "b",
+        [trial(method="sift", value=0.83), trial(method="lora", value=0.77), trial(method="full", value=0.795)],
+    )
+    cmp = by_method(compare_paths(base, new, tolerance=1.0))
+    assert cmp["sift"].primary.verdict == "improved" and cmp["sift"].primary.delta == pytest.approx(3.0)
+    assert cmp["lora"].primary.verdict == "regressed" and cmp["lora"].regressed
+    assert "accuracy -3.00pt beyond the noise band ±1.00" in cmp["lora"].flags[0]
+    assert cmp["full"].primary.verdict == "noise" and not cmp["full"].regressed  # -0.5 pt < 1 pt tolerance
+    # A looser tolerance forgives the 3-point drop; the CLI flag reaches the function.
+    assert run_cli(base, new).exit_code == 1
+    assert run_cli(base, new, "--tolerance", "5").exit_code == 0
+
+
+def test_noise_band_from_seed_spread(tmp_path: Path) -> None:
+    # Baseline seeds spread by ~2.6 pt (std); a 2-point drop of the mean is noise, a 6-point drop is not.
+    base_vals = [0.78, 0.80, 0.83]
+    base = write_run(
+        tmp_path / "a",
+        [trial(method=m, seed=s, value=v) for m in ("sift", "lora") for s, v in enumerate(base_vals)],
+    )
+    new = write_run(
+        tmp_path / "b",
+        [trial(method="sift", seed=s, value=v - 0.02) for s, v in enumerate(base_vals)]
+        + [trial(method="lora", seed=s, value=v - 0.06) for s, v in enumerate(base_vals)],
+    )
+    cmp = by_method(compare_paths(base, new, tolerance=0.0))
+    sift, lora = cmp["sift"].primary, cmp["lora"].primary
+    assert sift.base_n == sift.new_n == 3
+    assert sift.band == pytest.approx(2.5166, abs=1e-3)  # sample std of 78, 80, 83
+    assert sift.verdict == "noise" and not cmp["sift"].regressed
+    assert lora.verdict == "regressed" and cmp["lora"].regressed
+
+
+def test_tolerance_is_a_floor_when_seeds_agree(tmp_path: Path) -> None:
+    rows = [trial(seed=s, value=0.80) for s in (0, 1)]  # std 0: only the tolerance protects
+    base = write_run(tmp_path / "a", rows)
+    new = write_run(tmp_path / "b", [trial(seed=s, value=0.795) for s in (0, 1)])
+    assert compare_paths(base, new, tolerance=1.0).configs[0].primary.verdict == "noise"
+    assert compare_paths(base, new, tolerance=0.0).configs[0].primary.verdict == "regressed"
+
+
+def test_direction_comes_from_the_metric_registry() -> None:
+    # eval_loss is lower-is-better and not a percentage: a rise is a regression, in raw units.
+    worse = judge("eval_loss", [0.50], [0.70], primary=True, tolerance=0.1)
+    better = judge("eval_loss", [0.50], [0.30], primary=True, tolerance=0.1)
+    assert worse.verdict == "regressed" and worse.unit == "" and worse.delta == pytest.approx(0.2)
+    assert better.verdict == "improved"
+    assert judge("f1", [0.5], [0.7], primary=True, tolerance=1.0).verdict == "improved"
+
+
+def test_only_the_primary_metric_gates(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "a", [trial(primary="f1", value=0.80, extra={"accuracy": 0.80})])
+    new = write_run(tmp_path / "b", [trial(primary="f1", value=0.80, extra={"accuracy": 0.70})])
+    c = compare_paths(base, new).configs[0]
+    assert [m.metric for m in c.metrics] == ["f1", "accuracy"]  # primary first
+    assert c.metrics[1].verdict == "regressed" and not c.regressed
+
+
+# ----------------------------------------------------------------------------- matching, missing, failed
+
+
+def test_matches_by_config_not_order_or_data_dir(tmp_path: Path) -> None:
+    rows = [trial(method=m, seed=s, value=0.7 + 0.05 * i) for i, m in enumerate(("sift", "lora")) for s in (0, 1)]
+    base = write_run(tmp_path / "a", rows)
+    moved = [trial(method=r["method"], seed=r["seed"], value=r["metric.accuracy"], data_dir="/ci/glue") for r in rows]
+    new = write_run(tmp_path / "b", moved, shuffle=True)
+    cmp = compare_paths(base, new)
+    assert [c.status for c in cmp.configs] == ["compared", "compared"]
+    assert all(c.primary.delta == pytest.approx(0) for c in cmp.configs)
+    assert not cmp.regressed
+
+
+def test_grid_configs_are_kept_apart(tmp_path: Path) -> None:
+    rows = [trial(lr=1e-4, value=0.80), trial(lr=1e-3, value=0.70)]
+    base = write_run(tmp_path / "a", rows)
+    new = write_run(tmp_path / "b", [trial(lr=1e-4, value=0.80), trial(lr=1e-3, value=0.60)])
+    cmp = compare_paths(base, new)
+    variants = {c.settings: c for c in cmp.configs}
+    assert set(variants) == {"train.learning_rate=0.0001", "train.learning_rate=0.001"}
+    assert variants["train.learning_rate=0.001"].regressed
+    assert not variants["train.learning_rate=0.0001"].regressed
+
+
+def test_missing_new_failed_fixed(tmp_path: Path) -> None:
+    base = write_run(
+        tmp_path / "a",
+        [
+            trial(method="sift"),
+            trial(method="lora"),  # missing in new
+            trial(method="full"),  # fails in new
+            trial(method="adapter", status="failed"),  # failed on both sides
+            trial(method="random", status="failed"),  # fixed in new
+            trial(method="classifier_only", seed=0),
+            trial(method="classifier_only", seed=1),  # seed 1 lost in new
+        ],
+    )
+    new = write_run(
+        tmp_path / "b",
+        [
+            trial(method="sift"),
+            trial(method="full", status="failed"),
+            trial(method="adapter", status="failed"),
+            trial(method="random"),
+            trial(method="classifier_only", seed=0),
+            trial(task="rte", method="sift"),  # only in new
+        ],
+    )
+    cmp = compare_paths(base, new)
+    got = {(c.task, c.method): c for c in cmp.configs}
+    assert got["mrpc", "lora"].status == "missing" and got["mrpc", "lora"].regressed
+    assert got["mrpc", "full"].status == "newly_failed" and got["mrpc", "full"].regressed
+    assert got["mrpc", "full"].newly_failed_seeds == [0] and got["mrpc", "full"].new_error == "RuntimeError: boom"
+    assert got["mrpc", "adapter"].status == "still_failing" and not got["mrpc", "adapter"].regressed
+    assert got["mrpc", "random"].status == "fixed" and not got["mrpc", "random"].regressed
+    assert got["mrpc", "classifier_only"].missing_seeds == [1] and got["mrpc", "classifier_only"].regressed
+    assert got["rte", "sift"].status == "new" and not got["rte", "sift"].regressed
+    assert not got["mrpc", "sift"].regressed
+    counts = cmp.counts()
+    assert counts["regressed"] == 3 and counts["missing"] == 2 and counts["newly_failed"] == 1
+    result = run_cli(tmp_path / "a", tmp_path / "b", "--format", "json")
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["regressed"] is True and data["counts"]["new"] == 1
+    assert {c["method"] for c in data["configs"] if c["regressed"]} == {"lora", "full", "classifier_only"}
+
+
+def test_slower_and_more_memory(tmp_path: Path) -> None:
+    base = write_run(
+        tmp_path / "a",
+        [
+            trial(method="sift", train_seconds=10),
+            trial(method="lora", memory=100 * MIB),
+            trial(method="full", train_seconds=0.2),
+        ],
+    )
+    new = write_run(
+        tmp_path / "b",
+        [
+            trial(method="sift", train_seconds=20),  # x2 > 1.5
+            trial(method="lora", memory=200 * MIB),  # x2 > 1.2
+            trial(method="full", train_seconds=0.5),  # x2.5, but only 0.3 s: timer jitter
+        ],
+    )
+    cmp = by_method(compare_paths(base, new))
+    assert cmp["sift"].time_ratio == pytest.approx(2.0) and cmp["sift"].flags[0].startswith("slower")
+    assert cmp["lora"].memory_ratio == pytest.approx(2.0) and cmp["lora"].flags[0].startswith("memory")
+    assert not cmp["full"].regressed
+    assert run_cli(base, new).exit_code == 1
+    off = run_cli(base, new, "--time-threshold", "0", "--memory-threshold", "0")
+    assert off.exit_code == 0, off.output
+    assert run_cli(base, new, "--time-threshold", "3", "--memory-threshold", "2.5").exit_code == 0
+
+
+def test_markdown_and_table_output(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "a", [trial(method="sift", value=0.8), trial(method="lora", value=0.8)])
+    new = write_run(tmp_path / "b", [trial(method="sift", value=0.9), trial(method="lora", value=0.7)])
+    md = to_markdown(compare_paths(base, new))
+    lines = [ln for ln in md.splitlines() if ln.startswith("| mrpc")]
+    assert len(lines) == 2
+    assert any("lora" in ln and "**REGRESSED**" in ln and "-10.00pt" in ln for ln in lines)
+    assert any("sift" in ln and "improved" in ln and "+10.00pt" in ln for ln in lines)
+    result = run_cli(base, new, "--format", "md")
+    assert result.exit_code == 1 and "| task | method | budget |" in result.output
+    table = run_cli(base, new)
+    assert table.exit_code == 1 and "REGRESSION: 1 of 2 configs regressed" in table.output
+
+
+# ----------------------------------------------------------------------------- bad input: exit 2
+
+
+def test_bad_input_exit_2(tmp_path: Path) -> None:
+    good = write_run(tmp_path / "good", [trial()])
+    other = write_run(tmp_path / "other", [trial(suite="glue_budget")])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "trials.parquet").write_text("not parquet")
+    cases = {
+        tmp_path / "nope": "does not exist",
+        tmp_path / "empty": "has no trials.parquet",
+        tmp_path / "corrupt": "Cannot read",
+        other: "different suites",
+    }
+    for bad, message in cases.items():
+        result = run_cli(good, bad)
+        assert result.exit_code == 2, (bad, result.output)
+        assert message in " ".join(result.output.split()), result.output  # rich wraps long lines
+        with pytest.raises(SiftBenchError, match=message):
+            compare_paths(good, bad)
+    assert run_cli(good, good, "--format", "xml").exit_code == 2
+
+
+def test_load_run_accepts_the_parquet_path(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "r", [trial()]) / "trials.parquet")
+    assert run.suite == "quickstart" and run.manifest == {"suite": "quickstart", "git_commit": "abc123"}
+    assert run.evals is not None and len(run.evals) == 1
+
+
+def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
+    """The real writer's schema (variant, primary_value, metric.* columns, manifest) round-trips."""
+    from sift_bench.results import ResultStore
+    from sift_bench.spec import TrialResult
+
+    def store(root: Path, f1: dict[int, float], failed: set[int] = frozenset()) -> Path:
+        rs = ResultStore(root)
+        rs.start_run("quickstart", None, "serial", planned=len(f1))
+        for seed, value in f1.items():
+            spec = TrialSpec(model="minilm-l6", task="mrpc", method="sift", budget="0.8%", seed=seed)
+            status = "failed" if seed in failed else "ok"
+            best = {} if status == "failed" else {"f1": value, "accuracy": value - 0.05, "eval_loss": 0.5}
+            rs.add(
+                TrialResult(
+                    trial_id=spec.trial_id,
+                    spec=spec.model_dump(mode="json"),
+                    status=status,
+                    error="boom" if status == "failed" else None,
+                    primary_metric="f1",
+                    best=best,
+                    epochs=[best] if best else [],
+                    trainable_params=1000,
+                    train_seconds=3.0,
+                    peak_memory_bytes=500 * MIB,
+                ),
+                suite="quickstart",
+                variant="sift_qv",
+            )
+        rs.finish_run()
+        return root
+
+    base = store(tmp_path / "a" / "quickstart", {0: 0.80, 1: 0.82})
+    same = store(tmp_path / "b" / "quickstart", {0: 0.80, 1: 0.82})
+    worse = store(tmp_path / "c" / "quickstart", {0: 0.70, 1: 0.82}, failed={1})
+    ok = compare_paths(base, same)
+    assert not ok.regressed and ok.configs[0].method == "sift_qv" and ok.configs[0].base_method == "sift"
+    bad = compare_paths(base, worse).configs[0]
+    assert bad.primary.metric == "f1" and bad.primary.delta == pytest.approx(-11.0)  # 81 -> 70 over ok seeds
+    assert bad.newly_failed_seeds == [1] and bad.regressed

@@ -1,0 +1,219 @@
+"""The HTML dashboard, checked in a real headless Chromium (Debian's `chromium`, driven by Playwright)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from sift_bench.cli import app
+from sift_bench.dashboard import DashboardServer, build_dashboard, pareto_front
+from sift_bench.errors import SiftBenchError
+from sift_bench.spec import TrialSpec
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+BODY_PARAMS = 22_000_000  # a MiniLM-sized body: budgets below are shares of it
+TASKS = {"mrpc": "f1", "rte": "accuracy"}
+BUDGETED = {"sift": 0.02, "random": -0.03, "lora": 0.0}  # quality offset per method
+BUDGETS = ("0.1%", "0.4%", "0.8%")
+
+
+def row(task: str, method: str, budget: str | None, seed: int, value: float, **kw: Any) -> dict[str, Any]:
+    spec = TrialSpec(model="minilm-l6", task=task, method=method, budget=budget, seed=seed, suite="demo")
+    share = float(budget.rstrip("%")) / 100 if budget else (1.0 if method == "full" else 0.0)
+    params = int(BODY_PARAMS * share)
+    r = {
+        "suite": "demo", "trial_id": spec.trial_id, "model": spec.model, "task": task, "method": method,
+        "budget": budget, "trainable_params": params, "head_params": 770, "seed": seed,
+        "spec": json.dumps(spec.model_dump(mode="json")), "primary_metric": TASKS[task], "best_epoch": 2,
+        f"metric.{TASKS[task]}": value, "primary_value": value, "variant": method, "train_seconds": 5.0 + params / 1e6,
+        "peak_memory_bytes": int((300 + params / 5e4) * 2**20), "device": "cpu", "status": "ok",
+        "error": None, "schema_version": 1, "finished_at": "2026-11-23T10:00:00Z",
+    }  # fmt: skip
+    r.update(kw)
+    return r
+
+
+def demo_rows(shift: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """2 tasks x (3 budgeted methods x 3 budgets + full + classifier_only) x 3 seeds, plus one failure."""
+    shift = shift or {}
+    rows = []
+    for task in TASKS:
+        for seed in range(3):
+            noise = 0.004 * (seed - 1)
+            for method, offset in BUDGETED.items():
+                for i, budget in enumerate(BUDGETS):
+                    v = 0.70 + 0.04 * i + offset + noise + shift.get(method, 0.0)
+                    rows.append(row(task, method, budget, seed, v))
+            rows.append(row(task, "full", None, seed, 0.80 + noise))
+            rows.append(row(task, "classifier_only", None, seed, 0.62 + noise))
+    rows.append(row("rte", "adapter", "0.8%", 0, float("nan"), status="failed", error="CUDA out of memory"))
+    return rows
+
+
+def write_run(root: Path, rows: list[dict[str, Any]]) -> Path:
+    cols = sorted({k for r in rows for k in r})
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({c: [r.get(c) for r in rows] for c in cols}), root / "trials.parquet")
+    manifest = {"suite": "demo", "git_commit": "0123abc", "hardware": {"cpu": "test"}, "packages": {"torch": "2"}}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> tuple[Path, Path]:
+    base = write_run(tmp_path / "base" / "demo", demo_rows())
+    new = write_run(tmp_path / "new" / "demo", demo_rows(shift={"sift": 0.03, "lora": -0.05}))
+    return base, new
+
+
+# ----------------------------------------------------------------------------- HTML, no browser
+
+
+def test_html_is_self_contained(runs: tuple[Path, Path]) -> None:
+    from plotly.offline import get_plotlyjs
+
+    full = build_dashboard([runs[1]])
+    assert full.count(get_plotlyjs()) == 1  # the library, inlined once
+    text = full.replace(get_plotlyjs(), "")  # (its bundle names CDNs it never loads for these plot types)
+    assert "cdn." not in text and 'src="http' not in text and "<link" not in text
+    assert text.count("Plotly.newPlot") == 2 + 2  # budget curves + Pareto plots, one per task
+    assert 'id="regression-view"' not in text  # one run: no regression view
+    assert "CUDA out of memory" in text and "0123abc" in text
+
+
+def test_pareto_front() -> None:
+    import pandas as pd
+
+    cost, quality = pd.Series([1.0, 2.0, 3.0, 4.0]), pd.Series([50.0, 40.0, 60.0, 55.0])
+    assert pareto_front(cost, quality, higher_is_better=True) == [0, 2]
+    assert pareto_front(cost, quality, higher_is_better=False) == [0, 1]
+
+
+def test_bad_input(tmp_path: Path, runs: tuple[Path, Path]) -> None:
+    with pytest.raises(SiftBenchError, match="one results folder, or two"):
+        build_dashboard([runs[0], runs[1], runs[1]])
+    result = CliRunner().invoke(app, ["dashboard", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 1 and "does not exist" in " ".join(result.output.split())
+
+
+# ----------------------------------------------------------------------------- real Chromium
+
+
+def test_dashboard_in_chromium(tmp_path: Path, runs: tuple[Path, Path]) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium); CI does.")
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["dashboard", str(runs[0]), str(runs[1]), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1_000_000  # plotly.js is inlined
+
+    url = out.as_uri()
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(url, wait_until="load")
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5")
+            plots = page.eval_on_selector_all(
+                ".js-plotly-plot",
+                """els => els.map(el => ({
+                    id: el.id,
+                    width: el.querySelector('svg.main-svg').getBoundingClientRect().width,
+                    marks: el.querySelectorAll('.scatterlayer path, .scatterlayer .point, .barlayer path').length,
+                }))""",
+            )
+            leaderboard = page.eval_on_selector_all(
+                "#leaderboard tbody tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))"
+            )
+            regressions = page.eval_on_selector_all("#regressions tbody tr", "rows => rows.map(r => r.className)")
+            (REPO / "results").mkdir(exist_ok=True)
+            page.screenshot(path=str(REPO / "results" / "dashboard_screenshot.png"), full_page=True)
+        finally:
+            browser.close()
+
+    assert errors == [], errors
+    assert set(requests) == {url}, requests  # nothing but the file itself: no CDN, no fonts
+    ids = {p["id"] for p in plots}
+    assert ids == {"regression-plot", "budget-0", "budget-1", "pareto-0", "pareto-1"}
+    assert all(p["width"] > 100 and p["marks"] > 0 for p in plots), plots
+    # 3 budgeted methods x 3 budgets + full + classifier_only (+ the failed adapter has no finished row).
+    assert len(leaderboard) == 11
+    assert [r[0] for r in leaderboard[:3]] == ["full", "classifier_only", "lora"]  # the paper's row order
+    sift_08 = next(r for r in leaderboard if r[0] == "sift" and r[1] == "0.8%")
+    assert sift_08[2] == "176.0K" and sift_08[3] == "83.00 ± 0.40"  # mrpc: 0.70 + 0.08 + 0.02 + 0.03
+    # 2 tasks x 11 configs + the adapter that failed on both sides; lora regressed (-5 pt), sift improved.
+    assert len(regressions) == 23
+    assert regressions.count("regressed") == 6 and regressions.count("improved") == 6
+
+
+def _wait_for_new_version(url: str, old: str) -> str:
+    deadline = time.monotonic() + 20
+    while (v := urllib.request.urlopen(url + "version", timeout=10).read().decode()) == old:
+        assert time.monotonic() < deadline, "the server did not rebuild after the results changed"
+        time.sleep(0.1)
+    return v
+
+
+def test_serve_follows_a_running_suite(tmp_path: Path) -> None:
+    live = tmp_path / "results" / "demo"
+    live.mkdir(parents=True)  # the suite has started but written no table yet
+    server = DashboardServer([live], tmp_path / "live.html", port=0, poll_seconds=0.1).start()
+    try:
+        get = lambda path="": urllib.request.urlopen(server.url + path, timeout=10).read().decode()  # noqa: E731
+        waiting = get()
+        assert "has no trials.parquet" in waiting and 'fetch("/version"' in waiting
+        v = get("version")
+        write_run(live, demo_rows())
+        v = _wait_for_new_version(server.url, v)
+        first = get()
+        assert 'id="leaderboard"' in first and 'fetch("/version"' in first
+        assert 'fetch("/version"' not in (tmp_path / "live.html").read_text()  # the file stays offline-clean
+        write_run(live, [*demo_rows(), row("mrpc", "adapter", "0.8%", 0, 0.7123)])
+        _wait_for_new_version(server.url, v)
+        assert "71.23" in get()
+    finally:
+        server.stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(server.url, timeout=2)
+
+
+def test_cli_serve_calls_the_server(monkeypatch: pytest.MonkeyPatch, runs: tuple[Path, Path]) -> None:
+    calls: list[DashboardServer] = []
+    monkeypatch.setattr(DashboardServer, "serve_forever", lambda self: calls.append(self))
+    result = CliRunner().invoke(
+        app, ["dashboard", str(runs[1]), "--serve", "--port", "0", "-o", str(runs[1] / "x.html")]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and calls[0].results == [runs[1]] and "http://127.0.0.1:" in result.output
+    calls[0].httpd.server_close()
+
+
+def test_cli_serve_port_taken(runs: tuple[Path, Path]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(app, ["dashboard", str(runs[1]), "--serve", "--port", port])
+    assert result.exit_code == 1 and "pick another --port" in " ".join(result.output.split())

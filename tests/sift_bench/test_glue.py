@@ -1,0 +1,219 @@
+"""GLUE: metrics against hand-computed values, the TSV loader on every real file, the embedded copy,
+and the hub fallback (served from local files through a patched `datasets.load_dataset`)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import sift_bench.tasks.glue  # noqa: F401  (registers the tasks)
+from sift_bench.errors import SiftBenchError
+from sift_bench.evaluators.glue import glue_metrics
+from sift_bench.tasks.base import TASKS
+from sift_bench.tasks.glue import EMBEDDED, FORMATS
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def test_accuracy_f1_by_hand():
+    preds, labels = np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1])
+    # tp=2 fp=1 fn=0: precision 2/3, recall 1, F1 = 2*(2/3)/(5/3) = 0.8; accuracy 3/4
+    m = glue_metrics("mrpc", preds, labels)
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["f1"] == pytest.approx(0.8)
+    assert m["combined_score"] == pytest.approx(0.775)
+
+
+def test_matthews_by_hand():
+    # tp=2 tn=1 fp=1 fn=0: (2*1 - 1*0) / sqrt(3*2*2*1) = 2/sqrt(12)
+    m = glue_metrics("cola", np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1]))
+    assert m == {"matthews_corr": pytest.approx(2 / 12**0.5)}
+
+
+def test_pearson_spearman_by_hand():
+    # x=[1,2,3], y=[1,2,4]: cov-sum 3, |dx|=sqrt(2), |dy|=sqrt(42)/3 -> r = 9/sqrt(84); same ranks -> rho 1
+    m = glue_metrics("stsb", np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]))
+    assert m["pearson"] == pytest.approx(9 / 84**0.5)
+    assert m["spearman"] == pytest.approx(1.0)
+    assert m["combined_score"] == pytest.approx((9 / 84**0.5 + 1) / 2)
+
+
+def test_constant_prediction_has_zero_correlation_not_nan():
+    m = glue_metrics("stsb", np.array([2.0, 2.0, 2.0]), np.array([1.0, 2.0, 4.0]))
+    assert m["pearson"] == 0.0 and m["spearman"] == 0.0
+
+
+def test_evaluate_names_mnli_splits_and_averages():
+    task = TASKS.get("mnli")
+
+    def loader(preds: list[int], labels: list[int]):
+        logits = torch.nn.functional.one_hot(torch.tensor(preds), 3).float()
+        return [{"labels": torch.tensor(labels), "logits": logits}]
+
+    def forward(batch):
+        return SimpleNamespace(logits=batch["logits"], loss=torch.tensor(0.5))
+
+    m = task.evaluate(forward, {"dev_matched": loader([0, 1, 2, 2], [0, 1, 2, 0]),
+                                "dev_mismatched": loader([0, 0], [0, 1])})  # fmt: skip
+    assert m == {"accuracy_matched": 0.75, "accuracy_mismatched": 0.5, "accuracy": 0.625, "eval_loss": 0.5}
+
+
+# ----------------------------------------------------------------------------------------------- loader
+
+# (task, split, rows, label counts) from shared/data/glue/README.md and the known GLUE distributions.
+REAL_FILES = [
+    ("cola", "train", 8551, {1: 6023, 0: 2528}),
+    ("cola", "dev", 1043, {0: 322, 1: 721}),
+    ("sst2", "train", 67349, {0: 29780, 1: 37569}),
+    ("sst2", "dev", 872, {0: 428, 1: 444}),
+    ("mrpc", "train", 3668, {1: 2474, 0: 1194}),
+    ("mrpc", "dev", 408, {0: 129, 1: 279}),
+    ("stsb", "train", 5749, None),
+    ("stsb", "dev", 1500, None),
+    ("qnli", "dev", 5463, {0: 2702, 1: 2761}),
+    ("rte", "train", 2490, {0: 1249, 1: 1241}),
+    ("rte", "dev", 277, {0: 146, 1: 131}),
+]
+
+
+@pytest.mark.parametrize("name,split,rows,labels", REAL_FILES)
+def test_tsv_loader_on_real_files(glue_dir: Path, name: str, split: str, rows: int, labels: dict | None):
+    data = TASKS.get(name).load(str(glue_dir), split)
+    assert len(data) == rows
+    assert all(isinstance(r["text_a"], str) and r["text_a"] for r in data)
+    pair = FORMATS[name].text[1] is not None
+    assert all((r["text_b"] is not None) == pair for r in data)
+    if labels is None:  # STS-B: similarity scores in [0, 5]
+        scores = [r["label"] for r in data]
+        assert min(scores) == 0.0 and max(scores) == 5.0 and all(isinstance(s, float) for s in scores)
+    else:
+        assert dict(Counter(r["label"] for r in data)) == labels
+
+
+def test_max_samples_takes_the_first_rows(glue_dir: Path):
+    rte = TASKS.get("rte")
+    assert rte.load(str(glue_dir), "dev", 5) == rte.load(str(glue_dir), "dev")[:5]
+
+
+def test_env_var_is_a_data_source(glue_dir: Path, monkeypatch):
+    monkeypatch.setenv("SIFT_BENCH_DATA", str(glue_dir))
+    assert len(TASKS.get("cola").load(None, "dev")) == 1043
+
+
+@pytest.mark.parametrize("folder", ["MRPC", "RTE"])
+def test_embedded_copy_matches_the_shared_files(glue_dir: Path, folder: str, monkeypatch):
+    monkeypatch.delenv("SIFT_BENCH_DATA", raising=False)
+    for split in ("train", "dev"):
+        embedded = (EMBEDDED / folder / f"{split}.tsv").read_bytes()
+        assert (
+            hashlib.sha256(embedded).digest()
+            == hashlib.sha256((glue_dir / folder / f"{split}.tsv").read_bytes()).digest()
+        )
+    name = folder.lower()
+    assert TASKS.get(name).load(None, "dev") == TASKS.get(name).load(str(glue_dir), "dev")
+
+
+def _fake_hub(glue_dir: Path, calls: list):
+    """load_dataset that serves the hub's column names, built from the local TSVs."""
+    hub_cols = {"cola": ("sentence", None), "rte": ("sentence1", "sentence2"), "stsb": ("sentence1", "sentence2")}
+
+    def load_dataset(path: str, name: str, split: str):
+        calls.append((path, name, split))
+        local = TASKS.get(name).load(str(glue_dir), split.replace("validation", "dev"))
+        a, b = hub_cols[name]
+        return [{a: r["text_a"], **({b: r["text_b"]} if b else {}), "label": r["label"], "idx": i}
+                for i, r in enumerate(local)]  # fmt: skip
+
+    return load_dataset
+
+
+@pytest.mark.parametrize("name", ["cola", "stsb"])
+def test_hub_fallback_when_no_local_file(glue_dir: Path, tmp_path: Path, monkeypatch, name: str):
+    import datasets
+
+    monkeypatch.delenv("SIFT_BENCH_DATA", raising=False)
+    calls: list = []
+    monkeypatch.setattr(datasets, "load_dataset", _fake_hub(glue_dir, calls))
+    rows = TASKS.get(name).load(str(tmp_path), "dev", 10)  # empty folder, not embedded: goes to the hub
+    assert calls == [("nyu-mll/glue", name, "validation")]
+    assert rows == TASKS.get(name).load(str(glue_dir), "dev", 10)
+
+
+def test_no_data_anywhere_is_a_clear_error(tmp_path: Path, monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setenv("SIFT_BENCH_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(SiftBenchError) as e:
+        TASKS.get("qqp").load(str(tmp_path), "train")
+    msg = str(e.value)
+    assert "'qqp'" in msg and str(tmp_path / "QQP" / "train.tsv") in msg and str(tmp_path / "env") in msg
+    assert "hub unreachable" in msg and "--data-dir" in msg
+
+
+def test_unknown_split_and_task():
+    with pytest.raises(SiftBenchError, match="no split 'test'"):
+        TASKS.get("rte").load(None, "test")
+    with pytest.raises(SiftBenchError, match="Did you mean 'mrpc'"):
+        TASKS.get("mrcp")
+
+
+def test_collate_tokenizes_pairs_and_labels(glue_dir: Path):
+    from transformers import AutoTokenizer
+
+    from sift_bench.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6")[0], local_files_only=True)
+    rows = TASKS.get("mrpc").load(str(glue_dir), "dev", 3)
+    batch = TASKS.get("mrpc").collate(tok, 16)(rows)
+    assert batch["input_ids"].shape[0] == 3 and batch["input_ids"].shape[1] <= 16
+    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [r["label"] for r in rows]
+    assert (batch["token_type_ids"] == 1).any()  # the second sentence is there
+    stsb = TASKS.get("stsb").collate(tok, 16)(TASKS.get("stsb").load(str(glue_dir), "dev", 2))
+    assert stsb["labels"].dtype == torch.float32
+
+
+def test_mnli_and_qqp_tsv_layouts(tmp_path: Path):
+    """MNLI and QQP are not in the shared copy: check their classic layouts on small files written here."""
+    mnli = tmp_path / "MNLI"
+    mnli.mkdir()
+    cols = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+            "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "label2", "label3",
+            "label4", "label5", "gold_label"]  # fmt: skip
+    rows = [[str(i), "1", "1n", "fiction", "( x )", "( y )", "(ROOT x)", "(ROOT y)", f"premise {i}", f"hyp {i}",
+             g, g, g, g, g, g] for i, g in enumerate(["neutral", "contradiction", "entailment"])]  # fmt: skip
+    (mnli / "dev_mismatched.tsv").write_text("\n".join("\t".join(r) for r in [cols, *rows]) + "\n")
+    got = TASKS.get("mnli").load(str(tmp_path), "dev_mismatched")
+    assert [r["label"] for r in got] == [1, 2, 0] and got[0]["text_b"] == "hyp 0"
+
+    qqp = tmp_path / "QQP"
+    qqp.mkdir()
+    lines = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate", "0\t1\t2\tWhy?\tHow?\t0",
+             "1\t3\t4\tbroken row", "2\t5\t6\tWho?\tWhom?\t1"]  # fmt: skip
+    (qqp / "train.tsv").write_text("\n".join(lines) + "\n")
+    got = TASKS.get("qqp").load(str(tmp_path), "train")
+    assert [(r["text_a"], r["label"]) for r in got] == [("Why?", 0), ("Who?", 1)]  # short row skipped
+
+
+def test_mnli_hub_split_names(tmp_path: Path, monkeypatch):
+    import datasets
+
+    calls: list = []
+
+    def load_dataset(path: str, name: str, split: str):
+        calls.append(split)
+        return [{"premise": "p", "hypothesis": "h", "label": 2, "idx": 0}]
+
+    monkeypatch.delenv("SIFT_BENCH_DATA", raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    rows = TASKS.get("mnli").load(str(tmp_path), "dev_matched")
+    assert calls == ["validation_matched"] and rows == [{"text_a": "p", "text_b": "h", "label": 2}]

@@ -1,0 +1,83 @@
+"""Leaderboard: best grid point per seed on dev, mean +- std over seeds, average, filters, files."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from sift_bench.errors import SiftBenchError
+from sift_bench.leaderboard import build, write_leaderboard
+from sift_bench.results import ResultStore
+from sift_bench.spec import TrainSettings, TrialResult, TrialSpec
+
+
+def result(task: str, method: str, seed: int, value: float, *, budget: str | None = "0.8%", lr: float = 1e-3,
+           metric: str = "accuracy", params: int = 1000, status: str = "ok") -> TrialResult:  # fmt: skip
+    spec = TrialSpec(model="m", task=task, method=method, budget=budget, seed=seed,
+                     train=TrainSettings(learning_rate=lr))  # fmt: skip
+    return TrialResult(
+        trial_id=spec.trial_id, spec=spec.model_dump(mode="json"), status=status,
+        primary_metric=metric, best={metric: value}, best_epoch=1, trainable_params=params,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ResultStore:
+    s = ResultStore(tmp_path)
+    # sift on mrpc: a grid over lr; seed 0's best point is 0.90, seed 1's is 0.80 -> mean 0.85.
+    s.add(result("mrpc", "sift", 0, 0.90, lr=1e-3), "s", grid={"learning_rate": 1e-3})
+    s.add(result("mrpc", "sift", 0, 0.70, lr=1e-4), "s", grid={"learning_rate": 1e-4})
+    s.add(result("mrpc", "sift", 1, 0.80, lr=1e-3), "s", grid={"learning_rate": 1e-3})
+    s.add(result("mrpc", "sift", 1, 0.60, lr=1e-4), "s", grid={"learning_rate": 1e-4})
+    s.add(result("rte", "sift", 0, 0.70), "s")
+    s.add(result("rte", "sift", 1, 0.72), "s")
+    # stsb: pearson
+    s.add(result("stsb", "sift", 0, 0.88, metric="pearson"), "s")
+    # lora at two budgets, one seed; a failed trial is ignored.
+    s.add(result("mrpc", "lora", 0, 0.84), "s")
+    s.add(result("mrpc", "lora", 0, 0.86, budget="2%", params=3000), "s")
+    s.add(result("rte", "lora", 0, 0.0, status="failed"), "s")
+    # full: no budget.
+    s.add(result("mrpc", "full", 0, 0.88, budget=None, params=10**6), "s")
+    return s
+
+
+def test_best_grid_point_then_mean_std(store: ResultStore) -> None:
+    board = build(store.rows())
+    assert board.tasks == ["mrpc", "rte", "stsb"]  # the paper's column order
+    rows = {(r.method, r.budget): r for r in board.rows}
+    sift = rows[("sift", "0.8%")]
+    assert sift.cells["mrpc"].mean == pytest.approx(0.85) and sift.cells["mrpc"].n == 2
+    assert sift.cells["mrpc"].std == pytest.approx(0.0707107, rel=1e-5)  # sample std of 0.9, 0.8
+    assert sift.cells["mrpc"].text() == "85.00 ± 7.07"
+    avg, complete = sift.average(board.tasks)
+    assert avg == pytest.approx((85.0 + 71.0 + 88.0) / 3) and complete
+    lora = rows[("lora", "0.8%")]
+    assert "rte" not in lora.cells  # failed trials do not count
+    assert board.cells(lora)[-1] == "84.00*"  # average over the tasks present, marked
+    assert [r.method for r in board.rows] == ["full", "lora", "lora", "sift"]  # paper order, then budget
+
+
+def test_filters(store: ResultStore) -> None:
+    board = build(store.rows(), budget="2%")
+    assert {(r.method, r.budget) for r in board.rows} == {("lora", "2%"), ("full", None)}  # refs stay
+    assert build(store.rows(), task="rte").tasks == ["rte"]
+    with pytest.raises(SiftBenchError, match=r"No finished .* model=nope"):
+        build(store.rows(), model="nope")
+
+
+def test_writes_markdown_csv_and_prints(store: ResultStore, tmp_path: Path) -> None:
+    board, md, csv_path = write_leaderboard(store.root, out_dir=tmp_path / "lb")
+    text = md.read_text()
+    assert "| method | budget | params | mrpc (accuracy) | rte (accuracy) | stsb (pearson) | avg |" in text
+    assert "| sift | 0.8% | 1.0K | 85.00 ± 7.07 | 71.00 ± 1.41 | 88.00 | 81.33 |" in text
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    sift = next(r for r in rows if r["method"] == "sift")
+    assert float(sift["mrpc.mean"]) == pytest.approx(85.0) and sift["mrpc.n"] == "2"
+    out = Console(file=io.StringIO(), width=200)
+    out.print(board.to_rich())
+    assert "85.00 ± 7.07" in out.file.getvalue()

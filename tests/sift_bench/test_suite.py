@@ -1,0 +1,130 @@
+"""Suite loading: every shipped suite validates; bad suites fail before anything runs, with the file,
+the field path, what was wrong and, for misspelt names, the nearest valid one; all errors at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sift_bench.suite import SuiteError, load_suite, validate_suite
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "suites").glob("*.yaml"))
+
+GOOD: dict[str, Any] = {
+    "name": "t",
+    "schema_version": 1,
+    "models": ["m"],
+    "tasks": ["mrpc"],
+    "methods": {"lora": {"dropout": 0.1}, "full": {}},
+    "budgets": ["0.8%"],
+    "seeds": [0],
+}
+
+
+def bad(**changes: Any) -> dict[str, Any]:
+    data = yaml.safe_load(yaml.safe_dump(GOOD, sort_keys=False))  # deep copy
+    data.update(changes)
+    return data
+
+
+def errors_of(data: dict[str, Any]) -> list[tuple[str, str]]:
+    with pytest.raises(SuiteError) as info:
+        validate_suite(data, "x.yaml")
+    assert str(info.value).startswith("x.yaml: ")
+    return info.value.errors
+
+
+def test_shipped_suites_are_present() -> None:
+    names = {p.stem for p in SHIPPED}
+    assert {"quickstart", "glue_budget", "glue", "modules_ablation", "instruct"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_suite_validates(path: Path) -> None:
+    suite = load_suite(path)
+    assert suite.name == path.stem
+
+
+def test_good_suite_and_shorthands() -> None:
+    suite = validate_suite(bad(evaluators=["mmlu"], methods=["full", "sift"]))
+    assert set(suite.tasks) == {"mrpc"} and suite.evaluators == {"mmlu": {}}
+    assert suite.methods["sift"].options() == {}
+
+
+# Each case: the suite change, the field path reported, and a fragment of the message.
+BAD_CASES = [
+    ("misspelt top-level key", {"seeeds": [1]}, "seeeds", "unknown key 'seeeds'. Did you mean 'seeds'?"),
+    ("misspelt method", {"methods": {"loar": {}}}, "methods.loar", "unknown method 'loar'. Did you mean 'lora'?"),
+    ("misspelt method option", {"methods": {"lora": {"rnak": 4}}}, "methods.lora.rnak",
+     "unknown key 'rnak'. Did you mean 'rank'?"),
+    ("bad option value", {"methods": {"lora": {"rank": 0}}}, "methods.lora.rank",
+     "greater than or equal to 1"),
+    ("misspelt task", {"tasks": ["mrcp"]}, "tasks.mrcp", "unknown task 'mrcp'. Did you mean 'mrpc'?"),
+    ("misspelt train key", {"train": {"learning_rte": 1e-3}}, "train.learning_rte",
+     "Did you mean 'learning_rate'?"),
+    ("bad train value", {"train": {"learning_rate": -1}}, "train.learning_rate", "greater than 0"),
+    ("bad budget", {"budgets": ["lots"]}, "budgets.0", "a budget is a percentage like '0.8%'"),
+    ("ambiguous fraction budget", {"budgets": [0.008]}, "budgets.0", "write a percentage such as '0.8%'"),
+    ("budget on a knob-less method", {"methods": {"full": {"budgets": ["1%"]}}}, "methods.full.budgets",
+     "has no budget knob"),
+    ("unknown grid key", {"grid": {"lr": [1e-4]}}, "grid.lr", "unknown grid key 'lr'"),
+    ("bad grid value", {"grid": {"batch_size": [8, 0]}}, "grid.batch_size.1", "greater than or equal to 1"),
+    ("missing required key", {"models": None}, "models", "valid list"),
+    ("wrong schema version", {"schema_version": 2}, "schema_version", "Input should be 1, got 2"),
+    ("bad suite name", {"name": "my suite/../x"}, "name", "should match pattern"),
+    ("unknown evaluator", {"evaluators": {"mmul": {}}}, "evaluators.mmul", "Did you mean 'mmlu'?"),
+    ("bad evaluator option", {"evaluators": {"mmlu": {"shots": -1}}}, "evaluators.mmlu.shots",
+     "greater than or equal to 0"),
+    ("override for a method not in the suite", {"overrides": [{"when": {"method": "sfit"}, "train": {}}]},
+     "overrides.0.when.method", "'sfit' is not a method of this suite"),
+    ("misspelt reserved key in a method", {"methods": {"lora": {"trian": {}}}}, "methods.lora.trian",
+     "Did you mean 'train'?"),
+    ("fractional GPUs must be >= 0", {"resources": {"gpu": -0.5}}, "resources.gpu", "greater than or equal to 0"),
+    ("knob option together with budgets", {"methods": {"lora": {"rank": 4}}}, "methods.lora.rank",
+     "set the rank of 'lora'; remove rank, or give this method `budgets: []`"),
+    ("misspelt variant's method", {"methods": {"sift_q": {"method": "sfit"}}}, "methods.sift_q.method",
+     "Did you mean 'sift'?"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("change,path,fragment", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_bad_suite_messages(change: dict[str, Any], path: str, fragment: str) -> None:
+    errors = errors_of(bad(**change))
+    assert any(p == path and fragment in m for p, m in errors), errors
+
+
+def test_missing_key_is_reported() -> None:
+    data = bad()
+    del data["models"]
+    assert ("models", "required key is missing.") in errors_of(data)
+
+
+def test_all_errors_reported_at_once() -> None:
+    errors = errors_of(bad(seeeds=[1], tasks=["mrcp"], methods={"loar": {}, "lora": {"rnak": 1}}))
+    paths = {p for p, _ in errors}
+    assert {"seeeds", "tasks.mrcp", "methods.loar", "methods.lora.rnak"} <= paths
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    f = tmp_path / "broken.yaml"
+    f.write_text("name: x\nmodels: [a\n")
+    with pytest.raises(SuiteError, match=r"(?s)broken.yaml: .*not valid YAML at line 3"):
+        load_suite(f)
+    f.write_text("name: x\nmethods:\n  lora: {}\n  sift: {}\n  lora: {dropout: 0.1}\n")
+    with pytest.raises(SuiteError, match="line 5, column 3: the key 'lora' appears twice"):
+        load_suite(f)
+    f.write_text("- just\n- a list\n")
+    with pytest.raises(SuiteError, match="a suite is a YAML mapping"):
+        load_suite(f)
+    with pytest.raises(Exception, match="Suite file not found"):
+        load_suite(tmp_path / "nope.yaml")
+    f.write_text(yaml.safe_dump(bad(methods={"lora": {"dropout": "high"}})))
+    with pytest.raises(SuiteError) as info:
+        load_suite(f)
+    text = str(info.value)
+    assert text.startswith(f"{f}: 1 problem in the suite:") and "methods.lora.dropout" in text
+    assert "input_value" not in text and "errors.pydantic.dev" not in text  # formatted, not a raw dump

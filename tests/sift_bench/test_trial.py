@@ -1,0 +1,104 @@
+"""`run_trial` end to end on a tiny BERT checkpoint with a character-level tokenizer (seconds on CPU)."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_bert
+from typer.testing import CliRunner
+
+from sift_bench.cli import app
+from sift_bench.spec import TrainSettings, TrialSpec
+from sift_bench.trial import run_trial
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """tiny_bert saved with a WordPiece vocabulary of single characters, so any text tokenizes."""
+    from transformers import BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    chars = string.ascii_lowercase + string.digits + ".,'\"-"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    assert len(vocab) <= 128  # tiny_bert's vocab_size
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    tiny_bert().save_pretrained(folder)
+    return str(folder)
+
+
+def spec(checkpoint: str, glue_dir: Path, method: str = "sift", **train) -> TrialSpec:
+    settings = {"epochs": 1, "batch_size": 8, "max_train_samples": 32, "max_eval_samples": 24,
+                "max_seq_len": 48, "learning_rate": 1e-3, "eval_batch_size": 16} | train  # fmt: skip
+    budget = None if method in ("full", "classifier_only") else "1%"
+    return TrialSpec(model=checkpoint, task="mrpc", method=method, budget=budget, seed=3,
+                     train=TrainSettings(**settings), data_dir=str(glue_dir))  # fmt: skip
+
+
+def test_trial_is_deterministic_on_cpu(tiny_checkpoint: str, glue_dir: Path):
+    a = run_trial(spec(tiny_checkpoint, glue_dir, epochs=2))
+    b = run_trial(spec(tiny_checkpoint, glue_dir, epochs=2))
+    assert a.status == "ok", a.error
+    assert a.epochs == b.epochs and a.best == b.best
+    assert a.epochs[0]["train_loss"] > 0 and a.trial_id == b.trial_id
+
+
+@pytest.mark.parametrize("method", ["full", "classifier_only", "lora", "adapter", "sift", "random"])
+def test_every_method_runs_and_records_its_counts(tiny_checkpoint: str, glue_dir: Path, method: str):
+    r = run_trial(spec(tiny_checkpoint, glue_dir, method))
+    assert r.status == "ok", r.error
+    assert r.head_params == 66 and r.total_params > 0 and r.primary_metric == "accuracy"
+    assert set(r.best) >= {"f1", "accuracy", "eval_loss", "train_loss"}
+    assert r.tokens_per_second > 0 and r.peak_memory_bytes > 0 and r.device == "cpu"
+    if method in ("full", "classifier_only"):
+        assert r.knob is None and r.trainable_params == (r.total_params - 66 if method == "full" else 0)
+    else:
+        target = round(0.01 * (r.total_params - 66))
+        assert r.knob is not None and r.knob_value is not None and r.trainable_params > 0
+        assert method in ("lora", "adapter") or abs(r.trainable_params - target) <= 0.1 * target
+
+
+def test_epochs_best_epoch_accumulation_and_checkpointing(tiny_checkpoint: str, glue_dir: Path):
+    r = run_trial(spec(tiny_checkpoint, glue_dir, "full", epochs=3, grad_accum=2, gradient_checkpointing=True))
+    assert r.status == "ok", r.error
+    assert [e["epoch"] for e in r.epochs] == [1.0, 2.0, 3.0]
+    best = max(r.epochs, key=lambda e: e["accuracy"])
+    assert r.best["accuracy"] == best["accuracy"] and r.epochs[r.best_epoch - 1] == r.best
+
+
+def test_max_steps_stops_early(tiny_checkpoint: str, glue_dir: Path):
+    r = run_trial(spec(tiny_checkpoint, glue_dir, "lora", epochs=3, max_steps=2))
+    assert r.status == "ok", r.error
+    assert len(r.epochs) == 1
+
+
+def test_failures_come_back_as_data(tiny_checkpoint: str, glue_dir: Path, monkeypatch):
+    missing = run_trial(spec("./nope/x", glue_dir))
+    assert missing.status == "failed" and "Cannot load model './nope/x'" in missing.error
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(torch.optim, "AdamW", oom)
+    r = run_trial(spec(tiny_checkpoint, glue_dir))
+    assert r.status == "failed" and r.error.startswith("OutOfMemoryError: CUDA out of memory")
+    assert r.trainable_params > 0  # what was known before the failure is kept
+
+
+def test_cli_trial_writes_json_and_rejects_unknown_method(tiny_checkpoint: str, glue_dir: Path, tmp_path: Path):
+    out = tmp_path / "r.json"
+    args = ["trial", "--model", tiny_checkpoint, "--task", "rte", "--method", "lora", "--budget", "1%",
+            "-o", "dropout=0.0", "--epochs", "1", "--max-train-samples", "16", "--max-eval-samples", "16",
+            "--max-seq-len", "32", "--data-dir", str(glue_dir), "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    saved = json.loads(out.read_text())
+    assert saved["status"] == "ok" and saved["spec"]["method_options"] == {"dropout": 0.0}
+    assert "accuracy" in res.output
+
+    bad = CliRunner().invoke(app, ["trial", "--method", "sfit", "--model", tiny_checkpoint])
+    assert bad.exit_code == 1 and "Did you mean 'sift'" in bad.output
