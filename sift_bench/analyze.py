@@ -180,10 +180,11 @@ def _landscape_figure(table: pd.DataFrame, dims: int, mode: str) -> Any:
         )
         fig.update_layout(title=f"Training loss {what} (Figure 2, 1-D)", xaxis_title="alpha", yaxis_title="loss")
         return fig
-    fig = make_subplots(rows=1, cols=len(inits), subplot_titles=inits)
+    fig = make_subplots(rows=1, cols=len(inits), subplot_titles=inits, horizontal_spacing=0.15)
     for c, init in enumerate(inits, start=1):
         g = table[table["init"] == init].pivot(index="beta", columns="alpha", values="loss")
-        contour = go.Contour(x=g.columns, y=g.index, z=g.values, colorbar={"x": c / len(inits)},
+        right = fig.layout[f"xaxis{c if c > 1 else ''}"].domain[1]  # each colour bar right of its own plot
+        contour = go.Contour(x=g.columns, y=g.index, z=g.values, colorbar={"x": right + 0.01},
                              contours={"showlabels": True}, name=init)  # fmt: skip
         fig.add_trace(contour, 1, c)
         fig.update_xaxes(title_text="alpha", row=1, col=c)

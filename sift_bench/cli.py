@@ -118,6 +118,9 @@ def compare(
         float, typer.Option(help="Flag configs whose mean peak memory grew by more than this ratio (0: off).")
     ] = 1.2,
     fmt: Annotated[str, typer.Option("--format", help="Output: table, json or md.")] = "table",
+    metric: Annotated[
+        str | None, typer.Option(help="Gate on this metric (e.g. eval_loss) instead of each task's primary one.")
+    ] = None,
 ) -> None:
     """Compare two runs of a suite config by config. Exit 0: no regression, 1: regression, 2: bad input."""
     from sift_bench.compare import compare_paths, summary_line, to_markdown, to_rich
@@ -128,7 +131,7 @@ def compare(
         raise typer.Exit(2)
     try:
         thresholds = {"time_threshold": time_threshold, "memory_threshold": memory_threshold}
-        cmp = compare_paths(baseline, new, tolerance=tolerance, **thresholds)
+        cmp = compare_paths(baseline, new, tolerance=tolerance, metric=metric, **thresholds)
     except SiftBenchError as e:
         err_console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
@@ -201,6 +204,7 @@ def run(
     if summary.failed:
         err_console.print(f"[yellow]{summary.failed} trial(s) failed[/yellow]; see the error column of "
                           f"{summary.results_dir}/trials.parquet; rerun the same command to retry them.")  # fmt: skip
+        raise typer.Exit(1)  # scripts and CI must notice; the finished trials are saved all the same
 
 
 @app.command()

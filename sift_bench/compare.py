@@ -36,6 +36,7 @@ from rich.table import Table
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.metrics import metric_info
+from sift_bench.registry import did_you_mean
 
 # Absolute slack for the resource checks: below these, a ratio says nothing (a 0.2 s trial taking 0.4 s).
 MIN_TIME_DELTA_S = 1.0
@@ -326,8 +327,13 @@ def compare_runs(
     time_threshold: float = 1.5,
     memory_threshold: float = 1.2,
     allow_different_suites: bool = False,
+    metric: str | None = None,
 ) -> Comparison:
-    """Match trials of two runs by config and judge every change; see the module docstring."""
+    """Match trials of two runs by config and judge every change; see the module docstring.
+
+    `metric` gates on that metric instead of each trial's primary one (e.g. `eval_loss`, which moves with
+    every change to training even where a small run's accuracy sits at the majority class).
+    """
     if baseline.suite != new.suite and not allow_different_suites:
         raise SiftBenchError(
             f"The tables come from different suites: {baseline.path} is '{baseline.suite}', "
@@ -340,6 +346,9 @@ def compare_runs(
     settings = _settings(idents)
     labels = _labels(b, n)
     metric_cols = sorted({c for df in (b, n) for c in df.columns if str(c).startswith("metric.")})
+    if metric is not None and f"metric.{metric}" not in metric_cols:
+        known = [c[7:] for c in metric_cols]
+        raise SiftBenchError(f"--metric {metric!r} is not in the tables.{did_you_mean(metric, known)} Known: {known}.")
 
     configs: list[ConfigComparison] = []
     for key, ident in idents.items():
@@ -375,7 +384,7 @@ def compare_runs(
             cc.flags.append(f"newly failed: seeds {_seeds(cc.newly_failed_seeds)}")
 
         if not b_ok.empty and not n_ok.empty:
-            primary = _primary(b_ok, n_ok)
+            primary = metric or _primary(b_ok, n_ok)
             names = [c[7:] for c in metric_cols if c[7:] not in NOT_METRICS]
             for name in sorted(names, key=lambda m: (m != primary, m)):
                 col = f"metric.{name}"

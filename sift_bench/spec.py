@@ -55,14 +55,15 @@ class TrialSpec(Strict):
     seed: int = 0
     train: TrainSettings = Field(default_factory=TrainSettings)
     evaluators: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Not part of the identity: where the data lies is a property of the machine, which suite the trial
+    # belongs to and how it is scheduled do not change its result either.
     data_dir: str | None = None
-    # Not part of the identity: the same trial may be scheduled differently or belong to a renamed suite.
     suite: str = Field("adhoc", exclude=False)
     resources: Resources = Field(default_factory=Resources)
 
     def identity(self) -> dict[str, Any]:
         """What determines the result; hashed into `trial_id`."""
-        return self.model_dump(mode="json", exclude={"suite", "resources"})
+        return self.model_dump(mode="json", exclude={"suite", "resources", "data_dir"})
 
     @property
     def trial_id(self) -> str:

@@ -19,6 +19,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,7 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     torch.manual_seed(spec.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    _reset_peak_memory(device)
 
     # -- data --------------------------------------------------------------------------------------------
     validate(spec)
@@ -206,7 +206,7 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     # -- result ------------------------------------------------------------------------------------------
     record.update(
         best_epoch=best[0],
-        best=best[1],
+        best={k: v for k, v in best[1].items() if k != "epoch"},
         epochs=epochs,
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
@@ -227,10 +227,23 @@ def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.A
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start this trial's memory high-water mark afresh (trials share processes under --serial and Ray)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):  # Linux >= 4.0: "5" resets the process's peak RSS (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def _peak_memory(device: torch.device) -> int:
-    """CUDA: max allocated bytes in this trial. CPU: the process's peak RSS (ru_maxrss is KiB on Linux)."""
+    """CUDA: max allocated bytes in this trial. CPU: peak RSS since `_reset_peak_memory` (VmHWM), or the
+    process's lifetime peak where /proc is missing (ru_maxrss: KiB on Linux, bytes on macOS)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
+    with contextlib.suppress(OSError, StopIteration):
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) * 1024
     scale = 1 if sys.platform == "darwin" else 1024
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
 

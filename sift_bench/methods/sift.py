@@ -87,13 +87,16 @@ class Sift(Method):
         if self.selection == "gradient":
             if ctx.selection_batches is None:
                 raise ValueError("method 'sift' needs training batches for gradient selection")
-            batches = list(itertools.islice(ctx.selection_batches(), n_batches))
+            # One endless stream of training batches: every (re-)selection takes the next n_batches of it.
+            make = ctx.selection_batches
+            stream = itertools.chain.from_iterable(make() for _ in itertools.count())
+            batches = list(itertools.islice(stream, n_batches))
         engine.select(batches, ctx.loss_fn)
         head = [p.requires_grad_(True) for n, p in model.named_parameters() if n in set(ctx.head)]
 
         def after_step() -> None:
-            if engine.reselection_due:  # reselect_every: pick again on fresh batches
-                fresh = ctx.selection_batches() if self.selection == "gradient" and ctx.selection_batches else None
+            if engine.reselection_due:  # reselect_every: pick again on the stream's next batches
+                fresh = list(itertools.islice(stream, n_batches)) if batches is not None else None
                 engine.reselect(fresh, ctx.loss_fn)
 
         return Prepared(

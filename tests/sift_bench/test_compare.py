@@ -166,6 +166,20 @@ def test_only_the_primary_metric_gates(tmp_path: Path) -> None:
     assert c.metrics[1].verdict == "regressed" and not c.regressed
 
 
+def test_metric_option_gates_on_the_named_metric(tmp_path: Path) -> None:
+    # Accuracy stuck at the majority class on both sides, while the dev loss got clearly worse.
+    base = write_run(tmp_path / "a", [trial(value=0.6953, extra={"eval_loss": 0.600})])
+    new = write_run(tmp_path / "b", [trial(value=0.6953, extra={"eval_loss": 0.650})])
+    assert not compare_paths(base, new).regressed
+    gated = compare_paths(base, new, metric="eval_loss", tolerance=0.01)
+    assert gated.regressed and gated.configs[0].primary.metric == "eval_loss"
+    assert not compare_paths(base, base, metric="eval_loss", tolerance=0.01).regressed
+    result = run_cli(base, new, "--metric", "eval_loss", "--tolerance", "0.01")
+    assert result.exit_code == 1, result.output
+    result = run_cli(base, new, "--metric", "eval_los")
+    assert result.exit_code == 2 and "Did you mean 'eval_loss'" in result.output
+
+
 # ----------------------------------------------------------------------------- matching, missing, failed
 
 

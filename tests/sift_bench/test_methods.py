@@ -181,3 +181,31 @@ def test_methods_run_on_a_causal_llama(name: str, value: float | None):
 def test_classifier_only_needs_a_head():
     with pytest.raises(SiftBenchError, match="no separate head"):
         prepare("classifier_only", tiny_llama(), None, [])
+
+
+def test_sift_reselection_takes_the_next_training_batches():
+    model = tiny_bert()
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {"input_ids": torch.randint(0, 128, (4, 10), generator=g), "labels": torch.randint(0, 2, (4,), generator=g)}
+        for _ in range(3)
+    ]
+    used: list[int] = []
+
+    def loss_fn(m, batch):
+        used.append(next(i for i, b in enumerate(batches) if b is batch))
+        return m(**batch).loss
+
+    head = [n for n, _ in model.named_parameters() if n.startswith("classifier")]
+    ctx = PrepareContext(head=head, loss_fn=loss_fn, selection_batches=lambda: iter(batches), seed=0)
+    method = METHODS.get("sift")
+    prepared = method.prepare(model, method.parse_options({"reselect_every": 1}), 0.05, ctx)
+    opt = torch.optim.AdamW(prepared.params, lr=1e-2)
+    prepared.attach(opt)
+    assert used == [0]  # the first selection
+    for _ in range(3):
+        loss_fn(model, batches[0]).backward()
+        opt.step()
+        opt.zero_grad()
+        prepared.after_step()  # re-selects every step, each time on the stream's next batch
+    assert used == [0, 0, 1, 0, 2, 0, 0]  # training always on batch 0; selections on 1, 2, then 0 again

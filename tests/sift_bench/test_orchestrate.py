@@ -5,6 +5,7 @@ nothing lost and nothing duplicated."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def ray_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     yield tmp
     kill_ray_processes(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def kill_ray_processes(tmp: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,7 @@ def test_submit_to_a_real_head_node(tmp_path: Path) -> None:
         assert (out / "manifest.json").exists()
     finally:
         kill_ray_processes(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_submit_errors_before_contacting_anything(tmp_path: Path) -> None:

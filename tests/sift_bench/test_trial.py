@@ -67,7 +67,8 @@ def test_epochs_best_epoch_accumulation_and_checkpointing(tiny_checkpoint: str, 
     assert r.status == "ok", r.error
     assert [e["epoch"] for e in r.epochs] == [1.0, 2.0, 3.0]
     best = max(r.epochs, key=lambda e: e["accuracy"])
-    assert r.best["accuracy"] == best["accuracy"] and r.epochs[r.best_epoch - 1] == r.best
+    assert r.best["accuracy"] == best["accuracy"]
+    assert r.epochs[r.best_epoch - 1] == {"epoch": float(r.best_epoch), **r.best}
 
 
 def test_max_steps_stops_early(tiny_checkpoint: str, glue_dir: Path):
@@ -102,3 +103,13 @@ def test_cli_trial_writes_json_and_rejects_unknown_method(tiny_checkpoint: str, 
 
     bad = CliRunner().invoke(app, ["trial", "--method", "sfit", "--model", tiny_checkpoint])
     assert bad.exit_code == 1 and "Did you mean 'sift'" in bad.output
+
+
+def test_peak_memory_is_per_trial_not_per_process(tiny_checkpoint: str, glue_dir: Path):
+    # Under --serial and Ray, trials share a process: an earlier 1 GiB peak must not leak into this one.
+    big = torch.ones(2**28)  # 1 GiB, touched
+    del big
+    r = run_trial(spec(tiny_checkpoint, glue_dir, "classifier_only"))
+    assert r.status == "ok", r.error
+    assert 0 < r.peak_memory_bytes < 2**30
+    assert "epoch" not in r.best and r.best_epoch == 1
