@@ -299,8 +299,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke run")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-rss", action="store_true", help="skip the per-variant peak-RSS subprocesses")
+    ap.add_argument("--shapes", default=None, help=f"comma-separated subset of {sorted(SHAPES)}")
     args = ap.parse_args()
     names = ["bert-tiny", "llama-tiny"] if args.quick else ["bert-base", "llama-small"]
+    if args.shapes:
+        names = args.shapes.split(",")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     out: dict[str, object] = {"torch": torch.__version__, "threads": torch.get_num_threads(), "sparsity": SPARSITY}
     for device in devices:
