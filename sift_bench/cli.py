@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import typer
@@ -18,6 +19,18 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors(exit_code: int = 1) -> Iterator[None]:
+    """Turn a SiftBenchError (the user's mistake) into a red one-line message and an exit code."""
+    from sift_bench.errors import SiftBenchError
+
+    try:
+        yield
+    except SiftBenchError as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(exit_code) from None
 
 
 def _version(value: bool) -> None:
@@ -124,17 +137,13 @@ def compare(
 ) -> None:
     """Compare two runs of a suite config by config. Exit 0: no regression, 1: regression, 2: bad input."""
     from sift_bench.compare import compare_paths, summary_line, to_markdown, to_rich
-    from sift_bench.errors import SiftBenchError
 
     if fmt not in ("table", "json", "md"):
         err_console.print(f"[red]error:[/red] --format must be table, json or md, not '{fmt}'.")
         raise typer.Exit(2)
-    try:
+    with user_errors(exit_code=2):
         thresholds = {"time_threshold": time_threshold, "memory_threshold": memory_threshold}
         cmp = compare_paths(baseline, new, tolerance=tolerance, metric=metric, **thresholds)
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
     if fmt == "json":
         typer.echo(cmp.to_json())
     elif fmt == "md":
@@ -159,7 +168,7 @@ def dashboard(
     from sift_bench.dashboard import DashboardServer, write_dashboard
     from sift_bench.errors import SiftBenchError
 
-    try:
+    with user_errors():
         if serve:
             try:
                 server = DashboardServer(results, output, host=host, port=port, tolerance=tolerance)
@@ -170,9 +179,6 @@ def dashboard(
         else:
             path = write_dashboard(results, output, tolerance=tolerance)
             console.print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained)")
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
 
 
 # ---- suites (sift_bench.suite / expand / orchestrate / results / leaderboard) ----------------------------
@@ -215,16 +221,12 @@ def plan(
     """Print the suite's trials and their count; runs nothing."""
     from rich.table import Table
 
-    from sift_bench.errors import SiftBenchError
     from sift_bench.orchestrate import plan_rows
     from sift_bench.suite import load_suite
 
-    try:
+    with user_errors():
         loaded = load_suite(suite)
         rows = plan_rows(loaded, results)
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
     table = Table(title=f"Suite {loaded.name}")
     for col in ["#", *rows[0].keys()]:
         table.add_column(col, overflow="fold")
@@ -244,14 +246,10 @@ def submit(
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial.")] = 1,
 ) -> None:
     """Send `sift-bench run SUITE` to a Ray cluster as a Ray Job and print the job id."""
-    from sift_bench.errors import SiftBenchError
     from sift_bench.orchestrate import submit_suite
 
-    try:
+    with user_errors():
         job_id = submit_suite(suite, address, results_dir=results, working_dir=working_dir, max_failures=max_failures)
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
     console.print(f"Submitted job [bold]{job_id}[/bold] to {address}")
     console.print(f"Follow it: sift-bench logs {job_id} --address {address} --follow  (or: sift-bench status ...)")
     typer.echo(job_id)
@@ -263,14 +261,10 @@ def status(
     address: Annotated[str, typer.Option(envvar="RAY_ADDRESS", help="Ray job server, e.g. http://HEAD:8265.")],
 ) -> None:
     """Print a submitted job's status."""
-    from sift_bench.errors import SiftBenchError
     from sift_bench.orchestrate import job_status
 
-    try:
+    with user_errors():
         info = job_status(address, job_id)
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
     for key, value in info.items():
         console.print(f"{key}: {value}")
 
@@ -284,14 +278,10 @@ def logs(
     """Print a submitted job's logs (the driver's output: progress and per-trial lines)."""
     import sys
 
-    from sift_bench.errors import SiftBenchError
     from sift_bench.orchestrate import job_logs
 
-    try:
+    with user_errors():
         job_logs(address, job_id, follow=follow, write=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -303,14 +293,10 @@ def leaderboard(
     out: Annotated[str | None, typer.Option(help="Folder for leaderboard.md/.csv (default: RESULTS).")] = None,
 ) -> None:
     """Methods x tasks, mean ± std over seeds; also writes leaderboard.md and leaderboard.csv."""
-    from sift_bench.errors import SiftBenchError
     from sift_bench.leaderboard import write_leaderboard
 
-    try:
+    with user_errors():
         board, md, csv_path = write_leaderboard(results, budget=budget, model=model, task=task, out_dir=out)
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
     console.print(board.to_rich(title=f"Leaderboard: {results}"))
     console.print(f"Wrote {md} and {csv_path}")
 
@@ -332,17 +318,13 @@ def eval_humaneval(
     """Run a samples file's tests in the sandbox; print pass@k; write SAMPLES_results.jsonl beside it."""
     from rich.table import Table
 
-    from sift_bench.errors import SiftBenchError
     from sift_bench.evaluators.humaneval import parse_ks, score_file
     from sift_bench.evaluators.sandbox import detect_isolation
 
-    try:
+    with user_errors():
         ks = parse_ks(k)
         iso = detect_isolation()
         scores, out, results = score_file(samples, ks, timeout=timeout, workers=workers, problem_file=problems)
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
     n_tasks = len({r["task_id"] for r in results})
     table = Table(title=f"HumanEval: {len(results)} samples, {n_tasks} problems")
     table.add_column("metric")
@@ -404,14 +386,10 @@ _Out = Annotated[str, typer.Option(help="Output folder for <analysis>.parquet an
 
 def _analyze(body: Callable[[], list[object]]) -> None:
     """Print what a command body returns (tables, file paths); a SiftBenchError becomes a red message."""
-    from sift_bench.errors import SiftBenchError
 
-    try:
+    with user_errors():
         for item in body():
             console.print(item)
-    except SiftBenchError as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
 
 
 @analyze_app.command("landscape")
