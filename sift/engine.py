@@ -91,10 +91,11 @@ class SiftEngine:
         new_index = self._choose(batches, loss_fn)
         for name, t in self._targets.items():
             idx = new_index[name]
+            picked = t.weight.detach().reshape(-1)[idx]  # (k,) pre-trained values, weight dtype
             t.index = idx
-            t.values = nn.Parameter(t.weight.detach().reshape(-1)[idx].float().clone())  # (k,)
+            t.values = nn.Parameter(picked.float())  # fp32 master copy; the gather above already copied
             t.touched_index = idx.cpu()
-            t.touched_initial = t.weight.detach().reshape(-1)[idx].cpu().clone()
+            t.touched_initial = picked.cpu().clone()
         self._install()
         self._log_summary()
 
