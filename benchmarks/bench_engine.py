@@ -13,8 +13,9 @@ Variants (same model, same batch; the task head is frozen everywhere so only the
 
 Step times are medians over interleaved repetitions (A B C D E A B C ...), so slow drifts in machine load
 hit every variant alike; ratios are taken within this one run. Memory: bytes of gradients and optimizer
-state are counted exactly from the tensors; peak memory is CUDA max-allocated, or on CPU the peak RSS of a
-fresh subprocess running one warm-up and one step of that variant.
+state are counted exactly from the tensors; peak memory is CUDA max-allocated of that variant built alone
+(the others freed) and run two steps, or on CPU the peak RSS of a fresh subprocess doing the same.
+Shapes with dtype bf16 (llama-1b) build their weights in bf16 directly on the device.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Shape:
     vocab: int
     batch: int
     seq: int
+    kv_heads: int = 0  # grouped-query attention (llama); 0: one key/value head per query head
+    dtype: str = "fp32"  # fp32 | bf16: the weights' dtype
 
 
 SHAPES = {
@@ -55,7 +58,11 @@ SHAPES = {
     "llama-small": Shape("llama-small", "llama", 512, 8, 8, 1376, 8192, 4, 256),
     "bert-tiny": Shape("bert-tiny", "bert", 128, 2, 4, 512, 1000, 4, 64),
     "llama-tiny": Shape("llama-tiny", "llama", 128, 2, 4, 344, 1000, 2, 64),
+    # Llama-3.2-1B's shape (1.24 B parameters), random weights, bf16: the device check's large model.
+    "llama-1b": Shape("llama-1b", "llama", 2048, 16, 32, 8192, 128256, 4, 512, kv_heads=8, dtype="bf16"),
+    "llama-tiny-bf16": Shape("llama-tiny-bf16", "llama", 128, 2, 4, 344, 1000, 2, 64, kv_heads=2, dtype="bf16"),
 }
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TARGETS = {
     "bert": ["query", "key", "value", "attention.output.dense"],
     "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -63,25 +70,29 @@ TARGETS = {
 SPARSITY = 0.01
 
 
-def build_model(shape: Shape) -> torch.nn.Module:
+def build_model(shape: Shape, device: str = "cpu") -> torch.nn.Module:
+    """Random weights, made on `device` (a 1 B model initialised on the CPU first would take a minute)."""
     torch.manual_seed(0)
-    if shape.family == "bert":
-        from transformers import BertConfig, BertModel
+    with torch.device(device):
+        if shape.family == "bert":
+            from transformers import BertConfig, BertModel
 
-        cfg = BertConfig(
-            vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-            num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        )  # fmt: skip
-        return BertModel(cfg, add_pooling_layer=False)
-    from transformers import LlamaConfig, LlamaModel
+            cfg = BertConfig(
+                vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+            )  # fmt: skip
+            model = BertModel(cfg, add_pooling_layer=False)
+        else:
+            from transformers import LlamaConfig, LlamaModel
 
-    cfg = LlamaConfig(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, num_key_value_heads=shape.heads, intermediate_size=shape.intermediate,
-        max_position_embeddings=max(2048, shape.seq),
-    )  # fmt: skip
-    return LlamaModel(cfg)
+            cfg = LlamaConfig(
+                vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads or shape.heads,
+                intermediate_size=shape.intermediate, max_position_embeddings=max(2048, shape.seq),
+            )  # fmt: skip
+            model = LlamaModel(cfg)
+    return model.to(DTYPES[shape.dtype])
 
 
 def loss_of(model: torch.nn.Module, embeds: torch.Tensor) -> torch.Tensor:
@@ -94,7 +105,7 @@ class Setup:
 
     def __init__(self, variant: str, shape: Shape, device: str) -> None:
         self.variant = variant
-        model = build_model(shape).to(device)
+        model = build_model(shape, device)
         g = torch.Generator().manual_seed(1)
         ids = torch.randint(0, shape.vocab, (shape.batch, shape.seq), generator=g).to(device)
         with torch.no_grad():
@@ -233,11 +244,7 @@ def bench_shape(shape: Shape, device: str, reps: int, rss: bool) -> dict[str, ob
             "grad_plus_optimizer_bytes": s.grad_and_state_bytes(),
             "weight_sized_tensors_in_backward": weight_sized_in_backward(s),
         }
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            s.step()
-            row["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
-        elif rss:
+        if device == "cpu" and rss:
             row["peak_rss_bytes"] = peak_rss_subprocess(shape.name, v)
         result[v] = row
     f = setups["sift_fused"]
@@ -251,7 +258,29 @@ def bench_shape(shape: Shape, device: str, reps: int, rss: bool) -> dict[str, ob
         "sift_state_vs_theory": round(f.grad_and_state_bytes() / theory, 3),
     }
     result["sift_theory_bytes"] = theory
+    if device == "cuda":
+        del setups, f, engine  # every variant's peak is measured alone, as the CPU's fresh-process RSS is
+        for v in VARIANTS:
+            result[v]["peak_memory_bytes"] = cuda_peak(shape, v)  # type: ignore[index]
     return result
+
+
+def cuda_peak(shape: Shape, variant: str) -> int:
+    """torch.cuda.max_memory_allocated of building the variant alone and running two steps (bytes)."""
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    setup = Setup(variant, shape, "cuda")
+    setup.step()
+    setup.step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated()
+    del setup
+    gc.collect()
+    torch.cuda.empty_cache()
+    return peak
 
 
 def bench_kernels(device: str, tokens: int = 1024, dim: int = 768, reps: int = 10) -> dict[str, float]:

@@ -8,8 +8,6 @@ library embedded, so it opens offline; matplotlib/kaleido are not dependencies, 
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +17,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sift_bench import analyze_figures as figures
 from sift_bench.errors import SiftBenchError
-
-Batch = dict[str, torch.Tensor]
-# The paper's targets (Section 5.1): the attention projections; per family, as modules are named.
-DEFAULT_TARGETS: dict[str, list[str]] = {
-    "bert": ["query", "key", "value", "attention.output.dense"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
-}
+from sift_bench.tasks import Batch
+from sift_bench.trial_setup import load_model_with_head, load_task, make_loss_fn, pick_device, seed_everything
 
 
 @dataclass
@@ -35,19 +29,6 @@ class Loaded:
     batches: list[Batch]
     loss_fn: Callable[[nn.Module, Batch], torch.Tensor]
     targets: list[str] | str
-
-
-def _register_tasks() -> None:
-    import sift_bench.tasks as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{info.name}")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load(
@@ -61,38 +42,35 @@ def load(
     device: str = "auto",
     seed: int = 0,
 ) -> Loaded:
-    """The model with the task's head (seeded) and its first `num_batches` training batches."""
+    """The model with the task's head, set up as a trial sets it up (seeded), and its first
+    `num_batches` training batches in file order (no shuffling: every analysis sees the same data)."""
     from sift import find_target_modules
-    from sift_bench.models import load_model
-    from sift_bench.tasks.base import TASKS
+    from sift_bench.methods.base import default_targets
 
-    _register_tasks()
-    task = TASKS.get(task_name)
-    torch.manual_seed(seed)  # the fresh task head, and later the dropout masks
-    model, tokenizer = load_model(model_name, task.kind, task.num_labels)
+    seed_everything(seed)  # the fresh task head, and later the dropout masks
+    task = load_task(task_name)
+    loaded = load_model_with_head(model_name, task)
     rows = task.load(data_dir, "train", batch_size * num_batches)
     if len(rows) < batch_size * num_batches:
         raise SiftBenchError(
             f"Task '{task_name}' has {len(rows)} training rows; --num-batches {num_batches} "
             f"x --batch-size {batch_size} needs more. Fix: lower one of them."
         )
-    collate = task.collate(tokenizer, max_seq_len)
+    collate = task.collate(loaded.tokenizer, max_seq_len)
     batches = [collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
-    dev = _device(device)
-    model.to(dev).train()  # gradients as fine-tuning sees them (dropout on); the landscape uses eval mode
-
-    def loss_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
-        return m(**{k: v.to(dev) for k, v in batch.items()}).loss
-
-    family = getattr(model.config, "model_type", "")
-    chosen: list[str] | str = targets or DEFAULT_TARGETS.get(
-        "llama" if family in ("llama", "mistral", "qwen2") else "bert", []
-    )
-    try:
+    dev = pick_device(device)
+    model = loaded.model.to(dev).train()  # gradients as fine-tuning sees them (dropout on)
+    try:  # default: the attention projections, as SIFT (and the paper) target them
+        chosen: list[str] | str = targets or default_targets(model)
         find_target_modules(model, chosen)
+    except SiftBenchError:
+        raise SiftBenchError(
+            f"--target: cannot guess the attention modules of {type(model).__name__}. "
+            "Fix: pass --target NAME for each module to analyse."
+        ) from None
     except ValueError as e:
         raise SiftBenchError(f"--target: {e} Fix: pass --target NAME for each module to analyse.") from None
-    return Loaded(model, batches, loss_fn, chosen)
+    return Loaded(model, batches, make_loss_fn(dev), chosen)
 
 
 def random_init(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -161,36 +139,7 @@ def landscape(
         table = pd.concat(tables, ignore_index=True)
     else:
         raise SiftBenchError(f"--mode must be 'random' or 'interpolate', got {mode!r}.")
-    return table, _landscape_figure(table, dims, mode)
-
-
-def _landscape_figure(table: pd.DataFrame, dims: int, mode: str) -> Any:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    what = ("from random init (alpha=0) to pre-trained (alpha=1)" if mode == "interpolate"
-            else "along random filter-normalised directions")  # fmt: skip
-    inits = list(dict.fromkeys(table["init"]))
-    if dims == 1:
-        fig = go.Figure(
-            [
-                go.Scatter(x=g["alpha"], y=g["loss"], mode="lines+markers", name=i, line={"color": INIT_COLORS.get(i)})
-                for i, g in table.groupby("init", sort=False)
-            ]
-        )
-        fig.update_layout(title=f"Training loss {what} (Figure 2, 1-D)", xaxis_title="alpha", yaxis_title="loss")
-        return fig
-    fig = make_subplots(rows=1, cols=len(inits), subplot_titles=inits, horizontal_spacing=0.15)
-    for c, init in enumerate(inits, start=1):
-        g = table[table["init"] == init].pivot(index="beta", columns="alpha", values="loss")
-        right = fig.layout[f"xaxis{c if c > 1 else ''}"].domain[1]  # each colour bar right of its own plot
-        contour = go.Contour(x=g.columns, y=g.index, z=g.values, colorbar={"x": right + 0.01},
-                             contours={"showlabels": True}, name=init)  # fmt: skip
-        fig.add_trace(contour, 1, c)
-        fig.update_xaxes(title_text="alpha", row=1, col=c)
-        fig.update_yaxes(title_text="beta", row=1, col=c)
-    fig.update_layout(title=f"Training loss {what} (Figure 2, 2-D)")
-    return fig
+    return table, figures.landscape_figure(table, dims, mode)
 
 
 # ------------------------------------------------------------------------------------------ quasi-sparsity
@@ -204,37 +153,7 @@ def quasi_sparsity(
         for init, m in _models(loaded, compare_random, seed)
     ]
     table = pd.concat(tables, ignore_index=True)
-    return table, _quasi_sparsity_figure(table)
-
-
-INIT_COLORS = {"pre-trained": "#1f77b4", "random init": "#d62728"}
-DASHES = ["solid", "dash", "dot", "dashdot", "longdash"]
-
-
-def _quasi_sparsity_figure(table: pd.DataFrame) -> Any:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fractions = sorted(set(table["fraction"]))
-    f_batch = min(fractions, key=lambda f: abs(f - 0.01))  # the paper's headline: top 1%
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        f"gradient accumulated over {int(table['batch'].max()) + 1} batches",
-        f"top {100 * f_batch:g}% of each batch's own gradient (overall)"))  # fmt: skip
-    last = table["batch"].max()
-    acc = table[(table["mode"] == "accumulated") & (table["batch"] == last) & (table["scope"] != "weight")]
-    for (init, scope), g in acc.groupby(["init", "scope"], sort=False):
-        line = {"color": INIT_COLORS.get(init), "dash": "solid" if scope == "overall" else "dot"}
-        name = f"{init}, {'per-weight top-x% (as SIFT)' if scope == 'overall' else 'global top-x%'}"
-        fig.add_trace(go.Scatter(x=100 * g["fraction"], y=g["share"], mode="lines+markers", line=line, name=name), 1, 1)
-    per = table[(table["mode"] == "batch") & (table["scope"] == "overall") & (table["fraction"] == f_batch)]
-    for init, g in per.groupby("init", sort=False):
-        fig.add_trace(go.Scatter(x=g["batch"], y=g["share"], mode="lines+markers", showlegend=False,
-                                 line={"color": INIT_COLORS.get(init)}, name=init), 1, 2)  # fmt: skip
-    fig.update_xaxes(title_text="top x% of entries", type="log", row=1, col=1)
-    fig.update_xaxes(title_text="batch", dtick=1, row=1, col=2)
-    fig.update_yaxes(title_text="share of squared gradient norm", range=[0, 1.02])
-    fig.update_layout(title="Gradient quasi-sparsity (Figure 3(d)): share of ||g||^2 in the top-x% entries")
-    return fig
+    return table, figures.quasi_sparsity_figure(table)
 
 
 # ------------------------------------------------------------------------------------------ stability
@@ -248,35 +167,7 @@ def stability(
         for init, m in _models(loaded, compare_random, seed)
     ]
     table = pd.concat(tables, ignore_index=True)
-    return table, _stability_figure(table)
-
-
-def _stability_figure(table: pd.DataFrame) -> Any:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    inits = list(dict.fromkeys(table["init"]))
-    fig = make_subplots(rows=2, cols=len(inits), subplot_titles=inits, shared_yaxes=True, vertical_spacing=0.12)
-    overall = table[table["scope"] == "overall"]
-    series = [  # (column, row, colour, label)
-        ("share_own", 1, "#1f77b4", "top-x% of the current batch"),
-        ("share_first", 1, "#d62728", "top-x% of the first batch (SIFT)"),
-        ("jaccard_first", 2, "#2ca02c", "Jaccard(first batch, current)"),
-        ("jaccard_prev", 2, "#9467bd", "Jaccard(previous batch, current)"),
-    ]
-    for c, init in enumerate(inits, start=1):
-        for n, (f, g) in enumerate(overall[overall["init"] == init].groupby("fraction")):
-            for col, row, color, label in series:
-                fig.add_trace(go.Scatter(x=g["step"], y=g[col], mode="lines+markers", name=f"{label}, x={100 * f:g}%",
-                                         legendgroup=f"{col}{f}", showlegend=c == 1,
-                                         line={"color": color, "dash": DASHES[n % len(DASHES)]}), row, c)  # fmt: skip
-        fig.update_xaxes(title_text="training step", dtick=2, row=2, col=c)
-    fig.update_yaxes(range=[0, 1.02])
-    fig.update_yaxes(title_text="share of squared gradient norm", row=1, col=1)
-    fig.update_yaxes(title_text="index-set overlap", row=2, col=1)
-    fig.update_layout(title="Selection stability (Figure 4): does the first batch's top-x% keep the gradient?",
-                      height=800)  # fmt: skip
-    return fig
+    return table, figures.stability_figure(table)
 
 
 # ------------------------------------------------------------------------------------------ memory
@@ -313,10 +204,8 @@ def memory_check(loaded: Loaded, sparsity: float, lora_rank: int) -> pd.DataFram
     """
     import copy
 
-    from peft import LoraConfig, get_peft_model
-
-    from sift import SiftConfig, SiftEngine
     from sift.analysis import MemorySetup, MethodSpec, measured_activation_bytes, measured_state_bytes, predict_memory
+    from sift_bench.methods import METHODS, PrepareContext
 
     batch = loaded.batches[0]
     dtype_bytes = next(loaded.model.parameters()).element_size()
@@ -330,6 +219,10 @@ def memory_check(loaded: Loaded, sparsity: float, lora_rank: int) -> pd.DataFram
         seq_len=batch["input_ids"].shape[1],
         batch_size=batch["input_ids"].shape[0],
     )
+    # The trial's own methods; no head (`head=[]`), so only what the method itself trains is counted.
+    ctx = PrepareContext(head=[], loss_fn=loaded.loss_fn, selection_batches=lambda: iter([batch]))
+    options = {"full": {}, "lora": {"rank": lora_rank, "dropout": 0.0, "target_modules": loaded.targets},
+               "sift": {"sparsity": sparsity, "target_modules": loaded.targets}}  # fmt: skip
     rows = []
     for kind in ("full", "lora", "sift"):
         model = copy.deepcopy(loaded.model).train()
@@ -337,27 +230,13 @@ def memory_check(loaded: Loaded, sparsity: float, lora_rank: int) -> pd.DataFram
             kind=kind, lora_rank=lora_rank, sparsity=sparsity, targets=None if kind == "full" else loaded.targets
         )
         pred = predict_memory(model, spec, setup)
-        extra: list[torch.Tensor] = []
-        if kind == "full":
-            params = list(model.parameters())
-        elif kind == "lora":
-            model = get_peft_model(
-                model,
-                LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=loaded.targets),
-            )
-            params = [p for p in model.parameters() if p.requires_grad]
-        else:
-            engine = SiftEngine(model, SiftConfig(sparsity=sparsity, target_modules=loaded.targets))
-            engine.select([batch], loaded.loss_fn)
-            params = engine.parameters()
-            extra = [*params, *engine.indices().values()]
-        if kind != "full":  # the classification head would train too; freeze it so only the method counts
-            for p in model.parameters():
-                if p.requires_grad and not any(p is q for q in params):
-                    p.requires_grad_(False)
+        method = METHODS.get(kind)
+        prepared = method.prepare(model, method.parse_options(options[kind]), None, ctx)
+        model, params = prepared.model, prepared.params
+        # SIFT's selected values and their indices are state the formula counts; the engine holds them.
+        extra = [*params, *prepared.state.indices().values()] if kind == "sift" else []
         opt = torch.optim.AdamW(params, lr=1e-5)
-        if kind == "sift":
-            engine.attach(opt)
+        prepared.attach(opt)
         act = measured_activation_bytes(model, loaded.loss_fn, batch)
         if cuda:
             torch.cuda.synchronize()

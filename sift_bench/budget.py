@@ -1,5 +1,6 @@
-"""Budgets: "0.8%" of the base model's parameters (task head excluded) or an absolute count, turned into
-each budgeted method's knob (SIFT/random sparsity, LoRA rank, adapter bottleneck) closest to it.
+"""Budgets (`sift_bench.spec.Budget`: "0.8%" of the base model's parameters, task head excluded, or an
+absolute count) turned into each budgeted method's knob (SIFT/random sparsity, LoRA rank, adapter
+bottleneck) closest to it.
 
 The paper matches methods by trainable parameters excluding the classifier (Table 2: 0.8M each on
 RoBERTa-large); the same count is what `Method.count` returns.
@@ -7,14 +8,11 @@ RoBERTa-large); the same count is what `Method.count` returns.
 
 from __future__ import annotations
 
-import re
-
 from torch import nn
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.methods.base import Method, MethodOptions
-
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
+from sift_bench.spec import Budget
 
 
 def base_param_count(model: nn.Module, head: list[str]) -> int:
@@ -23,26 +21,8 @@ def base_param_count(model: nn.Module, head: list[str]) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if n not in names)
 
 
-def parse_budget(budget: str | int | None, base_params: int) -> int | None:
-    """'0.8%' -> 0.8% of `base_params`; 800000 or '800000' -> that count; None -> None."""
-    if budget is None:
-        return None
-    if isinstance(budget, str) and (m := _PERCENT.match(budget)):
-        fraction = float(m.group(1)) / 100
-        if not 0 < fraction <= 1:
-            raise SiftBenchError(f"budget '{budget}': a percentage must be in (0%, 100%].")
-        return max(1, round(fraction * base_params))
-    try:
-        count = int(budget)
-    except (TypeError, ValueError):
-        raise SiftBenchError(f"budget {budget!r}: write a percentage ('0.8%') or a parameter count (800000).") from None
-    if count < 1 or isinstance(budget, float):
-        raise SiftBenchError(f"budget {budget!r}: a parameter count must be a positive integer.")
-    return count
-
-
 def resolve_knob(
-    method: Method, model: nn.Module, opts: MethodOptions, budget: str | int | None, head: list[str]
+    method: Method, model: nn.Module, opts: MethodOptions, budget: Budget | None, head: list[str]
 ) -> float | None:
     """The knob value for `method` on `model`: from the budget when one is given, else from the options.
 
@@ -56,15 +36,14 @@ def resolve_knob(
         return method.default_knob(opts)
     if method.knob in opts.model_fields_set:
         raise SiftBenchError(
-            f"method '{method.name}': both budget={budget!r} and method_options.{method.knob} are set; keep one."
+            f"method '{method.name}': both budget '{budget}' and method_options.{method.knob} are set; keep one."
         )
-    target = parse_budget(budget, base_param_count(model, head))
-    assert target is not None
+    target = budget.params(base_param_count(model, head))
     top = method.knob_max(model, opts)
     most = method.count(model, opts, top)
     if target > most:
         raise SiftBenchError(
-            f"budget {budget!r} ({target:,} parameters) is impossible for method '{method.name}': the largest "
+            f"budget '{budget}' ({target:,} parameters) is impossible for method '{method.name}': the largest "
             f"possible is {most:,} ({method.knob}={top:g} on its target modules). Lower the budget or target "
             "more modules."
         )
@@ -80,7 +59,7 @@ def resolve_knob(
 
 
 def match_budget(
-    method: Method, model: nn.Module, opts: MethodOptions, budget: str | int, head: list[str]
+    method: Method, model: nn.Module, opts: MethodOptions, budget: Budget, head: list[str]
 ) -> tuple[float | None, int | None]:
     """(knob value, trainable params it gives) for a budget; for planning tables and tests."""
     value = resolve_knob(method, model, opts, budget, head)

@@ -1,9 +1,9 @@
 """Compare two result folders trial config by trial config: what got better, worse, slower, or broke.
 
-Matching is by configuration, never by run order: a trial's *config key* is its spec identity without
-`seed` (and without `data_dir`, which names where the data lives on one machine, not what it is), so the
-seeds of one config form a group on each side. For each group the primary metric (and every other best
-metric) is compared as mean over seeds.
+Matching is by configuration, never by run order: trials are grouped by `TrialSpec.config_key` (the trial
+identity without the seed, defined in `sift_bench.spec`; the `config_key` column), so the seeds of one
+config form a group on each side. For each group the primary metric (and every other best metric) is
+compared as mean over seeds (`sift_bench.aggregate.seed_stats`, the statistics the leaderboard shows).
 
 The noise band (in display units: points for percent metrics, raw units otherwise) is
 
@@ -23,10 +23,7 @@ absolute slack (timers and allocators jitter on tiny trials).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,116 +31,21 @@ import pandas as pd
 from pydantic import BaseModel, Field
 from rich.table import Table
 
+from sift_bench.aggregate import seed_stats
 from sift_bench.errors import SiftBenchError
 from sift_bench.metrics import metric_info
 from sift_bench.registry import did_you_mean
+from sift_bench.results import RunTables, load_run
+from sift_bench.spec import Budget, TrialSpec
 
 # Absolute slack for the resource checks: below these, a ratio says nothing (a 0.2 s trial taking 0.4 s).
 MIN_TIME_DELTA_S = 1.0
 MIN_MEMORY_DELTA_BYTES = 16 * 2**20
 # Columns of `metric.*` that are bookkeeping, not scores.
 NOT_METRICS = frozenset({"epoch", "step"})
-# Left out of the config key: the seed is what we average over; data_dir is a machine-local location.
-NOT_IN_KEY = ("seed", "data_dir", "suite", "resources")
 
 Verdict = Literal["improved", "regressed", "noise", "n/a"]
 Status = Literal["compared", "missing", "new", "newly_failed", "still_failing", "fixed"]
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-@dataclass
-class RunTables:
-    """One results folder: the trials table, optional per-epoch evals, and the manifest."""
-
-    path: Path
-    trials: pd.DataFrame
-    evals: pd.DataFrame | None
-    manifest: dict[str, Any] | None
-
-    @property
-    def suite(self) -> str:
-        suites = sorted({str(s) for s in self.trials.get("suite", pd.Series(dtype=str)).dropna()})
-        if suites:
-            return ", ".join(suites)
-        return str((self.manifest or {}).get("suite", self.path.name))
-
-
-def load_run(path: str | Path) -> RunTables:
-    """Read `results/<suite>/` (or a `trials.parquet` path). Bad input raises SiftBenchError."""
-    path = Path(path)
-    if path.is_file() and path.name == "trials.parquet":
-        path = path.parent
-    if not path.exists():
-        raise SiftBenchError(f"Results folder {path} does not exist; pass a folder like results/<suite>/.")
-    if not path.is_dir():
-        raise SiftBenchError(f"{path} is not a results folder; pass a folder holding trials.parquet.")
-    trials_file = path / "trials.parquet"
-    if not trials_file.is_file():
-        raise SiftBenchError(
-            f"{path} has no trials.parquet; is it a results folder (results/<suite>/) of `sift-bench run`?"
-        )
-    try:
-        trials = pd.read_parquet(trials_file)
-    except Exception as e:  # pyarrow raises several types for a corrupt/foreign file
-        raise SiftBenchError(f"Cannot read {trials_file}: {e}") from None
-    missing = [c for c in ("trial_id", "task", "method", "status") if c not in trials.columns]
-    if missing:
-        raise SiftBenchError(f"{trials_file} lacks the column(s) {', '.join(missing)}; not a trials table.")
-    if "finished_at" in trials.columns:  # a retried trial may appear twice: keep its latest row
-        trials = trials.sort_values("finished_at", kind="stable")
-    trials = trials.drop_duplicates("trial_id", keep="last").reset_index(drop=True)
-    # Tables from before the store had these columns: the label is the method, the value its primary metric.
-    if "variant" not in trials.columns:
-        trials["variant"] = trials["method"]
-    trials["variant"] = trials["variant"].fillna(trials["method"])
-    if "primary_value" not in trials.columns and "primary_metric" in trials.columns:
-        trials["primary_value"] = [
-            r.get(f"metric.{r['primary_metric']}") if isinstance(r["primary_metric"], str) else None
-            for _, r in trials.iterrows()
-        ]
-
-    evals = None
-    if (path / "evals.parquet").is_file():
-        evals = pd.read_parquet(path / "evals.parquet")
-    manifest = None
-    if (path / "manifest.json").is_file():
-        try:
-            manifest = json.loads((path / "manifest.json").read_text())
-        except json.JSONDecodeError as e:
-            raise SiftBenchError(f"{path / 'manifest.json'} is not valid JSON: {e}") from None
-    return RunTables(path=path, trials=trials, evals=evals, manifest=manifest)
-
-
-def config_identity(row: pd.Series) -> dict[str, Any]:
-    """The spec identity without the seed; from the `spec` JSON column, else from the flat columns."""
-    spec = row.get("spec")
-    if isinstance(spec, str) and spec:
-        ident = json.loads(spec)
-    elif isinstance(spec, dict):
-        ident = dict(spec)
-    else:
-        cols = ("model", "task", "method", "budget", "knob", "knob_value")
-        ident = {c: _plain(row.get(c)) for c in cols}
-        ident["train"] = {k[6:]: _plain(v) for k, v in row.items() if str(k).startswith("train.")}
-    return {k: v for k, v in ident.items() if k not in NOT_IN_KEY}
-
-
-def _plain(v: Any) -> Any:
-    """NaN/None to None and numpy scalars to Python, so keys hash the same from either side."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return v.item() if hasattr(v, "item") else v
-
-
-def _labels(*frames: pd.DataFrame) -> dict[str, str]:
-    """Config key -> the suite's label for the method (`variant` column, e.g. sift_qv)."""
-    return {k: str(v) for df in frames for k, v in zip(df["_key"], df["variant"], strict=True)}
-
-
-def _key(ident: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -154,17 +56,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def _keyed(run: RunTables) -> pd.DataFrame:
-    """Trials with `_key` (config key), `_ident` and a numeric seed column."""
-    df = run.trials.copy()
-    idents = [config_identity(r) for _, r in df.iterrows()]
-    df["_ident"] = idents
-    df["_key"] = [_key(i) for i in idents]
-    if "seed" not in df.columns:
-        df["seed"] = [json.loads(s).get("seed", 0) if isinstance(s, str) else 0 for s in df.get("spec", [])]
-    return df
 
 
 # ----------------------------------------------------------------------------- the report
@@ -257,20 +148,12 @@ class Comparison(BaseModel):
 # ----------------------------------------------------------------------------- comparing
 
 
-def _stats(values: list[float]) -> tuple[float | None, float | None, int]:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return None, None, 0
-    s = pd.Series(vals, dtype=float)
-    return float(s.mean()), (float(s.std(ddof=1)) if len(vals) >= 2 else None), len(vals)
-
-
 def judge(metric: str, base: list[float], new: list[float], *, primary: bool, tolerance: float) -> MetricChange:
     """Compare one metric's per-seed values (raw units); see the module docstring for the band."""
     info = metric_info(metric)
     scale = 100.0 if info.percent else 1.0
-    bm, bs, bn = _stats([v * scale for v in base])
-    nm, ns, nn = _stats([v * scale for v in new])
+    b, n = seed_stats(v * scale for v in base if v is not None), seed_stats(v * scale for v in new if v is not None)
+    bm, bs, bn, nm, ns, nn = b.mean, b.std, b.n, n.mean, n.std, n.n
     change = MetricChange(
         metric=metric, primary=primary, higher_is_better=info.higher_is_better,
         unit="pt" if info.percent else "",
@@ -294,16 +177,9 @@ def _mean(df: pd.DataFrame, col: str) -> float | None:
     return float(vals.mean()) if len(vals) else None
 
 
-def _budget_str(v: Any) -> str:
-    v = _plain(v)
-    if v is None:
-        return "-"
-    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-
-
 def _settings(idents: dict[str, dict[str, Any]]) -> dict[str, str]:
     """Among configs sharing (model, task, method, budget): the settings that differ, as 'a.b=v'."""
-    groups: dict[tuple, list[str]] = {}
+    groups: dict[tuple[str, ...], list[str]] = {}
     for key, ident in idents.items():
         g = tuple(str(ident.get(c)) for c in ("model", "task", "method", "budget"))
         groups.setdefault(g, []).append(key)
@@ -341,25 +217,28 @@ def compare_runs(
         )
     if tolerance < 0 or time_threshold < 0 or memory_threshold < 0:
         raise SiftBenchError("--tolerance, --time-threshold and --memory-threshold must be >= 0.")
-    b, n = _keyed(baseline), _keyed(new)
-    idents = {k: i for df in (b, n) for k, i in zip(df["_key"], df["_ident"], strict=True)}
-    settings = _settings(idents)
-    labels = _labels(b, n)
+    b, n = baseline.trials, new.trials
+    specs: dict[str, TrialSpec] = {}
+    for df in (n, b):  # the new run's spec (and so its variant label) first
+        for key, spec in zip(df["config_key"], df["spec"], strict=True):
+            specs.setdefault(key, spec)
+    keys = list(dict.fromkeys([*b["config_key"], *n["config_key"]]))  # baseline order, then new configs
+    settings = _settings({k: specs[k].config_identity() for k in keys})
     metric_cols = sorted({c for df in (b, n) for c in df.columns if str(c).startswith("metric.")})
     if metric is not None and f"metric.{metric}" not in metric_cols:
         known = [c[7:] for c in metric_cols]
         raise SiftBenchError(f"--metric {metric!r} is not in the tables.{did_you_mean(metric, known)} Known: {known}.")
 
     configs: list[ConfigComparison] = []
-    for key, ident in idents.items():
-        bg, ng = b[b["_key"] == key], n[n["_key"] == key]
+    for key in keys:
+        spec = specs[key]
+        bg, ng = b[b["config_key"] == key], n[n["config_key"] == key]
         b_ok, n_ok = bg[bg["status"] == "ok"], ng[ng["status"] == "ok"]
         n_failed = ng[ng["status"] != "ok"]
         b_seeds, n_seeds = set(b_ok["seed"].astype(int)), set(n_ok["seed"].astype(int))
         cc = ConfigComparison(
-            key=key, model=str(ident.get("model")), task=str(ident.get("task")),
-            method=labels.get(key, str(ident.get("method"))), base_method=str(ident.get("method")),
-            budget=_budget_str(ident.get("budget")), settings=settings[key], status="compared",
+            key=key, model=spec.model, task=spec.task, method=spec.label, base_method=spec.method,
+            budget=Budget.text(spec.budget), settings=settings[key], status="compared",
             base_seeds=sorted(b_seeds), new_seeds=sorted(n_seeds),
             newly_failed_seeds=sorted(b_seeds & set(n_failed["seed"].astype(int))),
             missing_seeds=sorted(b_seeds - set(ng["seed"].astype(int))),
@@ -400,7 +279,7 @@ def compare_runs(
             _resources(cc, b_ok, n_ok, time_threshold, memory_threshold)
         configs.append(cc)
 
-    configs.sort(key=lambda c: (c.task, c.method, _budget_order(c.budget), c.model, c.settings))
+    configs.sort(key=lambda c: (c.task, c.method, Budget.order(specs[c.key].budget), c.model, c.settings))
     return Comparison(
         baseline=str(baseline.path), new=str(new.path), suite=new.suite, tolerance=tolerance,
         time_threshold=time_threshold, memory_threshold=memory_threshold, configs=configs,
@@ -443,13 +322,6 @@ def _seeds(seeds: list[int]) -> str:
 
 def _mib(b: float) -> str:
     return f"{b / 2**20:.0f} MiB"
-
-
-def _budget_order(budget: str) -> tuple[float, str]:
-    try:
-        return float(budget.rstrip("%")), budget
-    except ValueError:
-        return math.inf, budget
 
 
 def compare_paths(baseline: str | Path, new: str | Path, **kwargs: Any) -> Comparison:

@@ -2,11 +2,9 @@
 
 The file works offline: plotly.js is inlined once in <head> and nothing else is referenced, so it can be
 mailed, attached to CI, or opened from a laptop on a plane. With two results folders (BASELINE NEW) the
-report describes NEW and adds the regression view from `sift_bench.compare`.
-
-`DashboardServer` serves the report on 127.0.0.1 and rebuilds it when a results table changes (mtime
-polling; a suite's result store rewrites its files atomically); the served page polls `/version` and
-reloads itself. That poll script is only added to the served copy, so the file on disk stays offline-clean.
+report describes NEW and adds the regression view from `sift_bench.compare`. Files are read through
+`sift_bench.results`; the numbers come from `sift_bench.aggregate`, as the leaderboard's do.
+`sift_bench.dashboard_server` serves the report live while a suite runs.
 """
 
 from __future__ import annotations
@@ -14,12 +12,7 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
-import threading
-import time
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +22,14 @@ from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from sift_bench.compare import Comparison, compare_runs, load_run, summary_line
+from sift_bench.aggregate import Cell, aggregate
+from sift_bench.compare import Comparison, compare_runs, summary_line
 from sift_bench.errors import SiftBenchError
 from sift_bench.leaderboard import build as build_leaderboard
 from sift_bench.metrics import metric_info
+from sift_bench.results import atomic_write_text, load_run
+from sift_bench.spec import Budget
 
-WATCHED = ("trials.parquet", "evals.parquet", "manifest.json")
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 CSS = """
@@ -53,67 +48,20 @@ pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 0.85em; }
 .banner.bad { background: #fde2e1; color: #8a1c14; } .banner.good { background: #e3f6e5; color: #1d5e26; }
 """
 
-LIVE_JS = """<script>
-(function () {  // sift-bench dashboard --serve: reload when the results change
-  var seen = null;
-  setInterval(function () {
-    fetch("/version", {cache: "no-store"}).then(function (r) { return r.text(); }).then(function (v) {
-      if (seen === null) { seen = v; } else if (v !== seen) { location.reload(); }
-    }).catch(function () {});
-  }, 2000);
-})();
-</script>"""
-
-
 # ----------------------------------------------------------------------------- data
 
 
-def trial_frame(trials: pd.DataFrame) -> pd.DataFrame:
-    """Finished trials, one per (model, task, method label, budget, seed): the best grid point on dev, as
-    the leaderboard picks it. `value` is the task's primary metric in display units (points for % metrics)
-    and `method` is the suite's label (the `variant` column, e.g. sift_qv)."""
-    ok = trials[trials["status"] == "ok"].copy()
-    if ok.empty:
-        return ok.assign(value=pd.Series(dtype=float), metric=pd.Series(dtype=str))
-    ok["method"] = ok["variant"]
-    ok["budget"] = ok.get("budget", pd.Series("-", index=ok.index)).map(_budget_label)
-    primary = ok.groupby("task")["primary_metric"].agg(lambda s: s.dropna().mode().iat[0] if s.notna().any() else "")
-    ok["metric"] = ok["task"].map(primary)
-    values, scores = [], []
-    for _, row in ok.iterrows():
-        v = row.get(f"metric.{row['metric']}")
-        info = metric_info(row["metric"]) if row["metric"] else metric_info("score")
-        value = float(v) * (100.0 if info.percent else 1.0) if pd.notna(v) else math.nan
-        values.append(value)
-        scores.append(value if info.higher_is_better else -value)  # larger is better either way
-    ok["value"], ok["_score"] = values, scores
-    for col in ("trainable_params", "train_seconds", "peak_memory_bytes"):
-        ok[col] = pd.to_numeric(ok[col], errors="coerce") if col in ok.columns else math.nan
-    ok = ok[ok["value"].notna()].sort_values("_score", ascending=False, kind="stable")
-    return ok.drop_duplicates(["model", "task", "method", "budget", "seed"]).drop(columns="_score")
-
-
-def config_frame(ok: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (model, task, method, budget)."""
-    keys = ["model", "task", "method", "budget"]
-    if ok.empty:
-        return pd.DataFrame(columns=[*keys, "metric", "mean", "std", "n", "params", "memory_mib", "seconds"])
-    agg = ok.groupby(keys, dropna=False).agg(
-        metric=("metric", "first"),
-        mean=("value", "mean"),
-        std=("value", "std"),
-        n=("value", "size"),
-        params=("trainable_params", "mean"),
-        memory_mib=("peak_memory_bytes", lambda s: s.mean() / 2**20),
-        seconds=("train_seconds", "mean"),
-    )
-    return agg.reset_index().fillna({"std": 0.0})
-
-
-def _budget_label(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+def cell_frame(cells: list[Cell]) -> pd.DataFrame:
+    """The aggregated cells as a frame for the plots: `method` is the variant label, `mean`/`std` are in
+    display units (points for % metrics)."""
+    cols = ["model", "task", "method", "budget", "metric", "mean", "std", "n", "params", "memory_mib", "seconds"]
+    rows = [
+        [c.model, c.task, c.variant, Budget.text(c.budget), c.metric, *c.display(), c.n, c.params,
+         math.nan if c.memory_bytes is None else c.memory_bytes / 2**20,
+         math.nan if c.train_seconds is None else c.train_seconds]
+        for c in cells
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _method_colors(methods: list[str]) -> dict[str, str]:
@@ -126,9 +74,8 @@ def _method_colors(methods: list[str]) -> dict[str, str]:
 
 def leaderboard_html(trials: pd.DataFrame) -> str:
     """The Table-2-style leaderboard of `sift_bench.leaderboard` (same numbers as `sift-bench leaderboard`)."""
-    records = trials.astype(object).where(trials.notna(), None).to_dict("records")  # NaN -> None, as pyarrow reads
     try:
-        board = build_leaderboard(records)
+        board = build_leaderboard(trials)
     except SiftBenchError:
         return "<p>No finished trials yet.</p>"
     head = board.header()
@@ -300,7 +247,7 @@ def failed_html(trials: pd.DataFrame) -> str:
         return "<p>No failed trials.</p>"
     rows = "".join(
         f'<tr><td class="l">{html.escape(str(r.get("task")))}</td><td class="l">{html.escape(str(r.get("method")))}'
-        f'</td><td class="l">{html.escape(_budget_label(r.get("budget")))}</td><td>{r.get("seed")}</td>'
+        f'</td><td class="l">{html.escape(Budget.text(r.get("budget")))}</td><td>{r.get("seed")}</td>'
         f'<td class="l"><code>{html.escape(str(r.get("error") or ""))[:500]}</code></td></tr>'
         for _, r in failed.iterrows()
     )
@@ -327,8 +274,7 @@ def build_dashboard(
         )
     runs = [load_run(r) for r in results]
     run = runs[-1]
-    ok = trial_frame(run.trials)
-    cfg = config_frame(ok)
+    cfg = cell_frame(aggregate(run.trials))
     colors = _method_colors(list(cfg["method"].unique()))
     figs: list[tuple[str, go.Figure]] = []
 
@@ -382,134 +328,4 @@ def build_dashboard(
 
 def write_dashboard(results: list[str | Path], out: str | Path, **kwargs: Any) -> Path:
     """Build the report and write it atomically (temp file + rename), so a reader never sees half a page."""
-    out = Path(out)
-    text = build_dashboard(results, **kwargs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, out)
-    return out
-
-
-# ----------------------------------------------------------------------------- --serve
-
-
-def _error_page(message: str) -> str:
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>SIFT-Bench dashboard</title>'
-        f"<style>{CSS}</style></head><body><h1>SIFT-Bench dashboard</h1>"
-        f'<p class="banner bad">{html.escape(message)}</p><p>This page reloads when the results change.</p>'
-        "</body></html>"
-    )
-
-
-class DashboardServer:
-    """Serve the report on host:port and rebuild it when a watched results file changes.
-
-    `start()` returns at once (server and watcher run in daemon threads); `stop()` shuts both down.
-    Port 0 picks a free port; read it from `.port` / `.url` after `start()`.
-    """
-
-    def __init__(
-        self,
-        results: list[str | Path],
-        out: str | Path,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        poll_seconds: float = 1.0,
-        **build_kwargs: Any,
-    ) -> None:
-        self.results = [Path(r) for r in results]
-        self.out = Path(out)
-        self.poll_seconds = poll_seconds
-        self.build_kwargs = build_kwargs
-        self.version = 0
-        self._html = b""
-        self._stamp: tuple = ()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/version":
-                    body, ctype = str(server.version).encode(), "text/plain"
-                elif path in ("/", f"/{server.out.name}"):
-                    with server._lock:
-                        body, ctype = server._html, "text/html; charset=utf-8"
-                else:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep the terminal for our own lines
-                pass
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self._threads: list[threading.Thread] = []
-
-    @property
-    def port(self) -> int:
-        return self.httpd.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.httpd.server_address[0]}:{self.port}/"
-
-    def _mtimes(self) -> tuple:
-        return tuple(
-            (p / name).stat().st_mtime_ns if (p / name).exists() else None for p in self.results for name in WATCHED
-        )
-
-    def rebuild(self) -> None:
-        """Write the report file and swap the served copy (with the live-reload script) in."""
-        self._stamp = self._mtimes()
-        try:
-            write_dashboard(self.results, self.out, **self.build_kwargs)
-            text = self.out.read_text(encoding="utf-8").replace("</body>", LIVE_JS + "</body>", 1)
-        except SiftBenchError as e:  # e.g. the suite has not written its first table yet
-            text = _error_page(str(e)).replace("</body>", LIVE_JS + "</body>", 1)
-        with self._lock:
-            self._html = text.encode("utf-8")
-            self.version += 1
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            if self._mtimes() != self._stamp:
-                self.rebuild()
-
-    def start(self) -> DashboardServer:
-        self.rebuild()
-        self._threads = [
-            threading.Thread(target=self.httpd.serve_forever, name="dashboard-http", daemon=True),
-            threading.Thread(target=self._watch, name="dashboard-watch", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        for t in self._threads:
-            t.join(timeout=5)
-
-    def serve_forever(self) -> None:
-        """Block until Ctrl-C, then stop cleanly."""
-        self.start()
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self.stop()
+    return atomic_write_text(out, build_dashboard(results, **kwargs))

@@ -2,31 +2,19 @@
 
 The order is models x tasks x methods x budgets x grid points x seeds, as written in the file. Each trial's
 id is `TrialSpec.trial_id`, a hash of its resolved config, so renaming the suite or reordering its lists
-changes nothing for finished work. Two entries that resolve to the same config are one trial.
+changes nothing for finished work. Two entries that resolve to the same config are one trial (the first
+entry's method label names it). `plan_rows` lays the trials out for `sift-bench plan`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 from sift_bench.spec import TrainSettings, TrialSpec
 from sift_bench.suite import MethodEntry, Suite, patch_values
-
-
-@dataclass(frozen=True)
-class PlannedTrial:
-    """A trial spec plus what only the suite knows: its method label and its grid point."""
-
-    spec: TrialSpec
-    variant: str
-    grid: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def trial_id(self) -> str:
-        return self.spec.trial_id
 
 
 def _matches(wanted: str | list[str] | None, *values: str) -> bool:
@@ -50,11 +38,12 @@ def _budgets(suite: Suite, entry: MethodEntry, has_knob: bool) -> list[str | int
     return list(budgets) if budgets else [None]  # no budget: the method's own knob option
 
 
-def plan(suite: Suite) -> list[PlannedTrial]:
-    """All trials of a suite, in file order, without duplicates."""
+def expand(suite: Suite) -> list[TrialSpec]:
+    """All trials of a suite, in file order, without duplicates; each spec carries its method label
+    (`variant`) and grid point."""
     from sift_bench.methods import METHODS
 
-    planned: dict[str, PlannedTrial] = {}
+    planned: dict[str, TrialSpec] = {}
     base = patch_values(suite.train)
     for model, (task, task_entry), (label, entry) in itertools.product(
         suite.models, suite.tasks.items(), suite.methods.items()
@@ -85,15 +74,34 @@ def plan(suite: Suite) -> list[PlannedTrial]:
                 data_dir=task_entry.data_dir or suite.data_dir,
                 suite=suite.name,
                 resources=entry.resources or suite.resources,
+                variant=label,
+                grid=point,
             )
-            planned.setdefault(spec.trial_id, PlannedTrial(spec, label, point))
+            planned.setdefault(spec.trial_id, spec)
     return list(planned.values())
 
 
-def expand(suite: Suite) -> list[TrialSpec]:
-    """The suite's trial specs (see `plan` for the labels and grid points)."""
-    return [p.spec for p in plan(suite)]
+# What a trial's row in the results table says, as `sift-bench plan` shows it.
+PLAN_STATES = {"ok": "done", "failed": "failed"}
 
 
-def grid_label(point: dict[str, Any]) -> str:
-    return json.dumps(point, sort_keys=True) if point else ""
+def plan_rows(specs: list[TrialSpec], statuses: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per trial for `sift-bench plan`; `statuses` maps trial ids to their status in a results
+    table (ok / failed), and a trial without one is "to run"."""
+    statuses = statuses or {}
+    return [
+        {
+            "trial_id": s.trial_id,
+            "model": s.model,
+            "task": s.task,
+            "method": s.label,
+            "budget": "" if s.budget is None else str(s.budget),
+            "seed": s.seed,
+            "lr": s.train.learning_rate,
+            "epochs": s.train.epochs,
+            "grid": json.dumps(s.grid) if s.grid else "",
+            "resources": f"cpu={s.resources.cpu:g} gpu={s.resources.gpu:g}",
+            "state": PLAN_STATES.get(statuses.get(s.trial_id, ""), "to run"),
+        }
+        for s in specs
+    ]

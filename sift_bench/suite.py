@@ -21,42 +21,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.registry import did_you_mean
-from sift_bench.spec import Resources, Strict, TrainSettings
+from sift_bench.spec import Budget, Resources, Strict, TrainSettings
 
 SUITE_SCHEMA_VERSION = 1
 RESERVED_METHOD_KEYS = ("method", "train", "budgets", "grid", "resources")
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*$")
-
-
-def _check_budget(value: Any) -> str | int:
-    """'0.8%' (of the model's parameters) or a positive integer count; a bare fraction is ambiguous."""
-    if isinstance(value, bool):
-        raise ValueError(f"a budget is a percentage like '0.8%' or a parameter count, not {value!r}")
-    if isinstance(value, int):
-        if value <= 0:
-            raise ValueError(f"a parameter-count budget must be positive, got {value}")
-        return value
-    if isinstance(value, float):
-        raise ValueError(
-            f"ambiguous budget {value!r}: write a percentage such as '{value * 100:g}%' or an integer count"
-        )
-    if isinstance(value, str):
-        if m := _PERCENT.match(value):
-            pct = float(m.group(1))
-            if not 0 < pct <= 100:
-                raise ValueError(f"a percentage budget must be in (0%, 100%], got '{value}'")
-            return f"{pct:g}%"
-        if value.strip().isdigit() and int(value) > 0:
-            return int(value)
-    raise ValueError(f"a budget is a percentage like '0.8%' or a parameter count like 1000000, not {value!r}")
-
-
-Budget = Annotated[str | int, PlainValidator(_check_budget)]
 
 
 def _patch_model() -> type[BaseModel]:
@@ -132,37 +105,26 @@ class Suite(Strict):
     def source(self) -> str | None:
         return self._source
 
-    @field_validator("tasks", mode="before")
+    @field_validator("tasks", "methods", "evaluators", mode="before")
     @classmethod
-    def _tasks_list(cls, value: Any) -> Any:
-        """`tasks: [mrpc, rte]` is shorthand for a mapping without per-task settings."""
+    def _names_to_mapping(cls, value: Any) -> Any:
+        """`tasks: [mrpc, rte]` is shorthand for a mapping without settings, and `mrpc:` (null) for `mrpc: {}`."""
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return {v: {} for v in value}
         if isinstance(value, dict):
             return {k: ({} if v is None else v) for k, v in value.items()}
         return value
 
-    @field_validator("methods", mode="before")
+    @field_validator("seeds")
     @classmethod
-    def _methods_list(cls, value: Any) -> Any:
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return {v: {} for v in value}
-        if isinstance(value, dict):
-            return {k: ({} if v is None else v) for k, v in value.items()}
-        return value
-
-    @field_validator("evaluators", mode="before")
-    @classmethod
-    def _evaluators_none(cls, value: Any) -> Any:
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return {v: {} for v in value}
-        if isinstance(value, dict):
-            return {k: ({} if v is None else v) for k, v in value.items()}
-        return value
-
-    def method_name(self, label: str) -> str:
-        entry = self.methods[label]
-        return entry.method or label
+    def _seeds_once(cls, seeds: list[int]) -> list[int]:
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        if twice:
+            raise ValueError(
+                f"seed {', '.join(map(str, twice))} is listed more than once; each seed is one run, so list "
+                "each once (e.g. seeds: [0, 1, 2])"
+            )
+        return seeds
 
 
 class SuiteError(SiftBenchError):
@@ -200,18 +162,40 @@ def load_suite(path: str | Path, data: dict[str, Any] | None = None) -> Suite:
     path = Path(path)
     source = str(path)
     if data is None:
-        if not path.is_file():
-            raise SiftBenchError(f"Suite file not found: {path}. Shipped suites are in suites/*.yaml.")
-        try:
-            data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(e, "problem", None) or str(e)
-            raise SuiteError(source, [("", f"not valid YAML{where}: {problem}")]) from None
+        data = _read_yaml(path)
     if not isinstance(data, dict):
         raise SuiteError(source, [("", f"a suite is a YAML mapping of keys (name, models, ...), got {data!r}")])
     return validate_suite(data, source)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; a missing, unreadable, empty or malformed file is a SiftBenchError naming the fix."""
+    if path.is_dir():
+        found = ", ".join(sorted(p.name for p in path.glob("*.yaml"))[:5])
+        raise SiftBenchError(
+            f"{path} is a directory, not a suite file: pass one YAML file"
+            + (f" from it ({found})." if found else ", e.g. suites/quickstart.yaml.")
+        )
+    if not path.is_file():
+        raise SiftBenchError(f"Suite file not found: {path}. Shipped suites are in suites/*.yaml.")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SiftBenchError(f"Cannot read the suite file {path}: {e}. Check its permissions and encoding.") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SuiteError(str(path), [("", f"not valid YAML{where}: {problem}")]) from None
+    if data is None:
+        raise SuiteError(
+            str(path),
+            [("", "the file is empty; a suite needs name, schema_version, models, tasks and methods "
+                  "(copy suites/quickstart.yaml to start).")],
+        )  # fmt: skip
+    return data
 
 
 def validate_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
@@ -233,8 +217,8 @@ def validate_suite(data: dict[str, Any], source: str = "<suite>") -> Suite:
 def _check_names(data: dict[str, Any]) -> list[tuple[str, str]]:
     """What pydantic cannot know: registered methods / tasks / evaluators, method options, grid keys."""
     from sift_bench.methods import METHODS
+    from sift_bench.tasks import TASKS  # importing the package registers every task
 
-    TASKS = task_registry()
     errors: list[tuple[str, str]] = []
     methods = data.get("methods")
     if isinstance(methods, list):
@@ -264,6 +248,8 @@ def _check_names(data: dict[str, Any]) -> list[tuple[str, str]]:
                         # A misspelt reserved key (`trian`) is as likely as a misspelt option.
                         key, valid = str(err["loc"][0]), [*method.options.model_fields, *RESERVED_METHOD_KEYS]
                         msg = f"unknown key '{key}'.{did_you_mean(key, valid)} Valid keys: {', '.join(valid)}."
+                        if key in TrainSettings.model_fields and key not in valid:
+                            msg = f"unknown field '{key}'; it belongs under `methods.{label}.train:`."
                     errors.append((f"methods.{label}.{path}", msg))
             errors += _check_grid(entry.get("grid"), f"methods.{label}.grid")
             if method.knob is None and entry.get("budgets"):
@@ -294,19 +280,6 @@ def _check_names(data: dict[str, Any]) -> list[tuple[str, str]]:
                     hint = did_you_mean(str(m), sorted(str(x) for x in labels if x))
                     errors.append((f"overrides.{i}.when.method", f"'{m}' is not a method of this suite.{hint}"))
     return errors
-
-
-def task_registry():
-    """The task registry with every module of `sift_bench.tasks` imported (each registers its tasks)."""
-    import importlib
-    import pkgutil
-
-    import sift_bench.tasks as pkg
-    from sift_bench.tasks.base import TASKS
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{info.name}")
-    return TASKS
 
 
 def _check_evaluators(evaluators: Any) -> list[tuple[str, str]]:
@@ -375,6 +348,9 @@ def _format_pydantic(err: dict[str, Any], root: type[BaseModel]) -> tuple[str, s
     if kind == "extra_forbidden":
         key = str(loc[-1]) if loc else "?"
         choices = _field_names(root, loc[:-1])
+        if key in TrainSettings.model_fields and "train" in choices:  # `epochs: 3` one level too high
+            under = ".".join(str(p) for p in [*loc[:-1], "train"])
+            return path, f"unknown field '{key}'; it belongs under `{under}:` ({under}: {{{key}: {value!r}}})."
         return path, f"unknown key '{key}'.{did_you_mean(key, choices)}" + (
             f" Valid keys: {', '.join(choices)}." if choices else ""
         )

@@ -1,11 +1,12 @@
 """One trial: fine-tune one (model, task, method, budget, seed) and score it on dev after every epoch.
 
     sift-bench trial --model minilm-l6 --task mrpc --method sift --budget 0.8% --epochs 3
-    python -m sift_bench.trial --model minilm-l6 --task rte --method lora --budget 0.8% --max-train-samples 256
+    python -m sift_bench trial --model minilm-l6 --task rte --method lora --budget 0.8% --max-train-samples 256
 
 `run_trial(spec) -> TrialResult` is a pure function of its spec: the same function runs under pytest, the
 CLI, Ray Tune and a Ray Job. It reads top to bottom: seed, data, model, method (SIFT selects on the
-first training batches), optimizer, loop, eval, result. A failure (an out-of-memory error included)
+first training batches), optimizer, loop, eval, result; the set-up steps are the small functions of
+`trial_setup.py`, which `sift-bench analyze` reuses. A failure (an out-of-memory error included)
 comes back as status="failed" with the error text, never as an exception.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import resource
 import sys
 import time
@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -30,12 +29,24 @@ from sift_bench.errors import SiftBenchError
 from sift_bench.methods import METHODS, PrepareContext
 from sift_bench.metrics import metric_info
 from sift_bench.spec import TrainSettings, TrialResult, TrialSpec
-from sift_bench.tasks.base import TASKS, Batch, Task, load_tasks
+from sift_bench.tasks import TASKS, Batch
+from sift_bench.trial_setup import (
+    autocast_for,
+    device_label,
+    enable_checkpointing,
+    load_model_with_head,
+    load_rows,
+    load_task,
+    make_loss_fn,
+    pick_device,
+    seed_everything,
+    to_device,
+)
 
 
 def validate(spec: TrialSpec) -> None:
     """Cheap checks before any model is loaded: names and options. Raises SiftBenchError."""
-    load_tasks().get(spec.task)
+    TASKS.get(spec.task)
     METHODS.get(spec.method).parse_options(spec.method_options)
     if spec.evaluators:  # bad evaluator options fail before training, not after it
         from sift_bench.evaluators import EVALUATORS
@@ -47,7 +58,7 @@ def validate(spec: TrialSpec) -> None:
 def run_trial(spec: TrialSpec, progress: bool | None = None) -> TrialResult:
     """Run one trial. `progress`: show a rich bar (default: only when stdout is a terminal)."""
     started = time.perf_counter()
-    record: dict[str, Any] = {"trial_id": spec.trial_id, "spec": spec.model_dump(mode="json")}
+    record: dict[str, Any] = {"trial_id": spec.trial_id, "spec": spec}
     try:
         return _run(spec, record, sys.stdout.isatty() if progress is None else progress)
     except Exception as e:  # torch.OutOfMemoryError included: a failed trial is data
@@ -60,33 +71,26 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     from transformers import get_linear_schedule_with_warmup
 
     from sift_bench.budget import resolve_knob
-    from sift_bench.models import head_names, load_model
 
     cfg: TrainSettings = spec.train
     # -- seed --------------------------------------------------------------------------------------------
-    random.seed(spec.seed)
-    np.random.seed(spec.seed)
-    torch.manual_seed(spec.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    seed_everything(spec.seed)
+    device = pick_device()
+    record["device"] = device_label(device)
     _reset_peak_memory(device)
 
     # -- data --------------------------------------------------------------------------------------------
     validate(spec)
-    task: Task = TASKS.get(spec.task)
+    task = load_task(spec.task)
     record["primary_metric"] = task.primary_metric
-    train_rows = task.load(spec.data_dir, "train", cfg.max_train_samples)
-    dev_rows = {s: task.load(spec.data_dir, s, cfg.max_eval_samples) for s in task.eval_splits}
+    train_rows, dev_rows = load_rows(task, spec.data_dir, cfg)
 
     # -- model -------------------------------------------------------------------------------------------
-    model, tokenizer = load_model(spec.model, task.kind, task.num_labels)
-    head = head_names(model, task.kind)
+    loaded = load_model_with_head(spec.model, task)
+    model, tokenizer, head = loaded.model, loaded.tokenizer, loaded.head
     record["total_params"] = sum(p.numel() for p in model.parameters())
-    if cfg.gradient_checkpointing:  # non-reentrant: works when the inputs need no grad (frozen embeddings)
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 name
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model)
     model.to(device).train()
 
     collate = task.collate(tokenizer, cfg.max_seq_len)
@@ -102,14 +106,8 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     dev_loaders = {
         s: DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate) for s, rows in dev_rows.items()
     }
-    autocast = _autocast(cfg.precision, device)
-
-    def to_device(batch: Batch) -> Batch:
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-    def loss_fn(m: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        with autocast():
-            return m(**to_device(batch)).loss
+    autocast = autocast_for(cfg.precision, device)
+    loss_fn = make_loss_fn(device, autocast)
 
     def selection_batches() -> Iterator[Batch]:
         return iter(train_loader())
@@ -175,7 +173,7 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
             @torch.no_grad()
             def forward(batch: Batch, m: torch.nn.Module = model) -> Any:
                 with autocast():
-                    return m(**to_device(batch))
+                    return m(**to_device(batch, device))
 
             metrics = {
                 "epoch": float(epoch + 1),
@@ -214,17 +212,6 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
         peak_memory_bytes=_peak_memory(device),
     )
     return TrialResult(**record, status="ok")
-
-
-def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 on CUDA devices that support it when precision='auto'; fp32 (no autocast) otherwise."""
-    if precision == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        precision = "bf16" if bf16 else "fp32"
-    if precision == "fp32":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -268,9 +255,9 @@ def summary_table(result: TrialResult) -> Any:
     from rich.table import Table
 
     spec = result.spec
-    budget = f", budget {spec['budget']}" if spec.get("budget") is not None else ""
+    budget = f", budget {spec.budget}" if spec.budget is not None else ""
     knob = f", {result.knob}={result.knob_value:g}" if result.knob and result.knob_value is not None else ""
-    title = f"{spec['model']} · {spec['task']} · {spec['method']}{budget}{knob} · seed {spec['seed']}"
+    title = f"{spec.model} · {spec.task} · {spec.label}{budget}{knob} · seed {spec.seed}"
     keys = [k for k in (result.epochs[0] if result.epochs else {}) if k != "epoch"]
     table = Table(title=title, caption=(
         f"trainable {result.trainable_params:,} (+ head {result.head_params:,}) of {result.total_params:,} · "
@@ -286,9 +273,3 @@ def summary_table(result: TrialResult) -> Any:
         cells = [f"{100 * row[k]:.2f}" if metric_info(k).percent else f"{row[k]:.4f}" for k in keys]
         table.add_row(f"{e}{mark}", *cells)
     return table
-
-
-if __name__ == "__main__":  # same flags as `sift-bench trial`
-    from sift_bench.cli import app
-
-    app(["trial", *sys.argv[1:]])

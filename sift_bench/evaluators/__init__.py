@@ -1,7 +1,9 @@
 """Evaluators that suites name (MMLU, HumanEval, ...); importing this package registers them in `EVALUATORS`.
 
 GLUE's dev metrics live in `glue.py` and belong to the GLUE tasks, not here. Adding an evaluator is one
-module defining an `Evaluator` subclass plus one `EVALUATORS.add(...)` line, and its import below.
+module defining an `Evaluator` subclass plus one `EVALUATORS.add(...)` line, and its import below (as
+`methods/` and `tasks/` do). `humaneval.py` holds the generation and sandbox code; its registry adapter
+is the small class below.
 """
 
 from __future__ import annotations
@@ -37,8 +39,6 @@ class HumanEval(Evaluator):
         return humaneval.evaluate_humaneval(model, tokenizer, k=ks, progress=False, **raw)
 
 
-# humaneval.py may register its own evaluator; this adapter only fills the gap when it does not.
-if "humaneval" not in EVALUATORS:
-    EVALUATORS.add(HumanEval.name, HumanEval())
+EVALUATORS.add(HumanEval.name, HumanEval())
 
 __all__ = ["EVALUATORS", "Evaluator", "EvaluatorOptions", "run_evaluators"]

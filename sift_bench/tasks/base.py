@@ -49,17 +49,5 @@ class Task(ABC):
         """Metrics on the eval splits, keyed by metric name (plus `eval_loss`)."""
 
 
+# Filled by the explicit imports in sift_bench/tasks/__init__.py (one module per task family).
 TASKS: Registry[Task] = Registry("task")
-
-
-def load_tasks() -> Registry[Task]:
-    """Import every module of `sift_bench.tasks` (each registers its tasks) and return `TASKS`: adding a
-    task is adding a file."""
-    import importlib
-    import pkgutil
-
-    import sift_bench.tasks as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{pkg.__name__}.{info.name}")
-    return TASKS

@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sift_bench.cli import app
-from sift_bench.compare import compare_paths, judge, load_run, to_markdown
+from sift_bench.compare import compare_paths, judge, to_markdown
 from sift_bench.errors import SiftBenchError
+from sift_bench.results import load_run
 from sift_bench.spec import TrainSettings, TrialSpec
 
 MIB = 2**20
@@ -36,7 +37,8 @@ def trial(
     suite: str = "quickstart",
     extra: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One trials.parquet row, shaped as the result store writes it."""
+    """One trials.parquet row, shaped as schema 1 had it (no config_key, variant or grid): every read
+    goes through the upgrade that keeps the committed CI baseline comparable."""
     spec = TrialSpec(
         model="minilm-l6", task=task, method=method, budget=budget, seed=seed,
         train=TrainSettings(learning_rate=lr), data_dir=data_dir, suite=suite,
@@ -320,7 +322,7 @@ def test_load_run_accepts_the_parquet_path(tmp_path: Path) -> None:
 
 
 def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
-    """The real writer's schema (variant, primary_value, metric.* columns, manifest) round-trips."""
+    """The real writer's schema (config_key, variant, metric.* columns, manifest) round-trips."""
     from sift_bench.results import ResultStore
     from sift_bench.spec import TrialResult
 
@@ -328,13 +330,16 @@ def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
         rs = ResultStore(root)
         rs.start_run("quickstart", None, "serial", planned=len(f1))
         for seed, value in f1.items():
-            spec = TrialSpec(model="minilm-l6", task="mrpc", method="sift", budget="0.8%", seed=seed)
+            spec = TrialSpec(
+                model="minilm-l6", task="mrpc", method="sift", budget="0.8%", seed=seed, suite="quickstart",
+                variant="sift_qv",
+            )  # fmt: skip
             status = "failed" if seed in failed else "ok"
             best = {} if status == "failed" else {"f1": value, "accuracy": value - 0.05, "eval_loss": 0.5}
             rs.add(
                 TrialResult(
                     trial_id=spec.trial_id,
-                    spec=spec.model_dump(mode="json"),
+                    spec=spec,
                     status=status,
                     error="boom" if status == "failed" else None,
                     primary_metric="f1",
@@ -344,8 +349,6 @@ def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
                     train_seconds=3.0,
                     peak_memory_bytes=500 * MIB,
                 ),
-                suite="quickstart",
-                variant="sift_qv",
             )
         rs.finish_run()
         return root
@@ -355,6 +358,32 @@ def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
     worse = store(tmp_path / "c" / "quickstart", {0: 0.70, 1: 0.82}, failed={1})
     ok = compare_paths(base, same)
     assert not ok.regressed and ok.configs[0].method == "sift_qv" and ok.configs[0].base_method == "sift"
+    assert ok.configs[0].key == TrialSpec(model="minilm-l6", task="mrpc", method="sift", budget="0.8%").config_key
     bad = compare_paths(base, worse).configs[0]
     assert bad.primary.metric == "f1" and bad.primary.delta == pytest.approx(-11.0)  # 81 -> 70 over ok seeds
     assert bad.newly_failed_seeds == [1] and bad.regressed
+
+
+def test_baseline_compares_with_a_run_in_the_current_schema(tmp_path: Path) -> None:
+    """The CI gate: the committed schema-1 baseline against the same trials written by today's store."""
+    from sift_bench.results import ResultStore
+    from sift_bench.spec import TrialResult
+
+    baseline = Path(__file__).resolve().parents[2] / "results" / "baselines" / "quickstart"
+    store = ResultStore(tmp_path / "quickstart")
+    for _, row in load_run(baseline).trials.iterrows():
+        metrics = {k[7:]: v for k, v in row.items() if str(k).startswith("metric.") and v == v}
+        store.add(
+            TrialResult(
+                trial_id=row["trial_id"], spec=row["spec"], status=row["status"], primary_metric=row["primary_metric"],
+                best=metrics, best_epoch=row["best_epoch"], trainable_params=row["trainable_params"],
+                train_seconds=row["train_seconds"], peak_memory_bytes=row["peak_memory_bytes"],
+            )
+        )  # fmt: skip
+    for args in ((), ("--metric", "eval_loss", "--tolerance", "0.005")):
+        result = run_cli(baseline, tmp_path / "quickstart", "--tolerance", "2", *args)
+        assert result.exit_code == 0, result.output
+        assert "OK: 0 of 12 configs regressed" in " ".join(result.output.split())
+    cmp = compare_paths(baseline, tmp_path / "quickstart")
+    assert [c.status for c in cmp.configs] == ["compared"] * 12
+    assert all(c.primary.delta == 0 for c in cmp.configs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from pathlib import Path
@@ -14,12 +15,15 @@ import pytest
 from typer.testing import CliRunner
 
 from sift_bench.cli import app
-from sift_bench.dashboard import DashboardServer, build_dashboard, pareto_front
+from sift_bench.dashboard import build_dashboard, pareto_front
+from sift_bench.dashboard_server import DashboardServer
 from sift_bench.errors import SiftBenchError
+from sift_bench.results import atomic_write, atomic_write_text
 from sift_bench.spec import TrialSpec
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium by default; any other Chromium or Chrome binary through $SIFT_BENCH_CHROMIUM.
+CHROMIUM = Path(os.environ.get("SIFT_BENCH_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -64,11 +68,12 @@ def demo_rows(shift: dict[str, float] | None = None) -> list[dict[str, Any]]:
 
 
 def write_run(root: Path, rows: list[dict[str, Any]]) -> Path:
+    """A schema-1 results folder, written atomically as the store writes (the live server may read any time)."""
     cols = sorted({k for r in rows for k in r})
-    root.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({c: [r.get(c) for r in rows] for c in cols}), root / "trials.parquet")
+    table = pa.table({c: [r.get(c) for r in rows] for c in cols})
     manifest = {"suite": "demo", "git_commit": "0123abc", "hardware": {"cpu": "test"}, "packages": {"torch": "2"}}
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    atomic_write(root / "trials.parquet", lambda tmp: pq.write_table(table, tmp))  # first: what the page shows
+    atomic_write_text(root / "manifest.json", json.dumps(manifest))
     return root
 
 
@@ -106,7 +111,29 @@ def test_bad_input(tmp_path: Path, runs: tuple[Path, Path]) -> None:
     with pytest.raises(SiftBenchError, match="one results folder, or two"):
         build_dashboard([runs[0], runs[1], runs[1]])
     result = CliRunner().invoke(app, ["dashboard", str(tmp_path / "nope"), "-o", str(tmp_path / "r.html")])
-    assert result.exit_code == 1 and "does not exist" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
+
+
+def test_corrupt_evals_table_is_a_clear_error(tmp_path: Path, runs: tuple[Path, Path]) -> None:
+    (runs[1] / "evals.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(SiftBenchError, match=r"evals\.parquet.*delete it and rerun the suite, or restore it"):
+        build_dashboard([runs[1]])
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["dashboard", str(runs[0]), str(runs[1]), "-o", str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output and not out.exists()
+    assert "evals.parquet" in result.output and "delete it and rerun the suite" in " ".join(result.output.split())
+
+
+def test_plots_use_the_leaderboard_cells(runs: tuple[Path, Path]) -> None:
+    from sift_bench.aggregate import aggregate
+    from sift_bench.dashboard import cell_frame
+    from sift_bench.results import load_run
+
+    cfg = cell_frame(aggregate(load_run(runs[0]).trials))
+    # 2 tasks x (3 budgeted methods x 3 budgets + full + classifier_only); the failed adapter is not a cell.
+    assert len(cfg) == 22 and set(cfg["budget"]) == {"-", *BUDGETS}
+    sift = cfg[(cfg["task"] == "mrpc") & (cfg["method"] == "sift") & (cfg["budget"] == "0.8%")].iloc[0]
+    assert sift["mean"] == pytest.approx(80.0) and sift["std"] == pytest.approx(0.4) and sift["n"] == 3
 
 
 # ----------------------------------------------------------------------------- real Chromium
@@ -114,7 +141,10 @@ def test_bad_input(tmp_path: Path, runs: tuple[Path, Path]) -> None:
 
 def test_dashboard_in_chromium(tmp_path: Path, runs: tuple[Path, Path]) -> None:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium); CI does.")
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium), or set "
+            "SIFT_BENCH_CHROMIUM to any Chromium or Chrome binary; CI installs chromium."
+        )
     from playwright.sync_api import sync_playwright
 
     out = tmp_path / "report.html"
@@ -146,8 +176,8 @@ def test_dashboard_in_chromium(tmp_path: Path, runs: tuple[Path, Path]) -> None:
                 "#leaderboard tbody tr", "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText))"
             )
             regressions = page.eval_on_selector_all("#regressions tbody tr", "rows => rows.map(r => r.className)")
-            (REPO / "results").mkdir(exist_ok=True)
-            page.screenshot(path=str(REPO / "results" / "dashboard_screenshot.png"), full_page=True)
+            # The README's picture of the dashboard (constructed demo data, two runs): regenerated by this test.
+            page.screenshot(path=str(REPO / "docs" / "dashboard.png"), full_page=True)
         finally:
             browser.close()
 
@@ -216,4 +246,4 @@ def test_cli_serve_port_taken(runs: tuple[Path, Path]) -> None:
         taken.listen()
         port = str(taken.getsockname()[1])
         result = CliRunner().invoke(app, ["dashboard", str(runs[1]), "--serve", "--port", port])
-    assert result.exit_code == 1 and "pick another --port" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "pick another --port" in " ".join(result.output.split())

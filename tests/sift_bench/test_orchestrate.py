@@ -1,9 +1,11 @@
-"""Scheduling: serial retries and resume (fake trials, fast); real Ray Tune runs of a tiny suite with two
-workers, a second run that does no work, and a driver killed with SIGKILL mid-way that resumes with
-nothing lost and nothing duplicated."""
+"""The driver and its schedulers: the driver alone writes results (a scripted scheduler), serial retries and
+resume (fake trials, fast), the one-way imports; real Ray Tune runs of a tiny suite with two workers, a
+second run that does no work, and a driver killed with SIGKILL mid-way that resumes with nothing lost and
+nothing duplicated."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import signal
@@ -12,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +24,10 @@ import pytest
 import yaml
 from rich.console import Console
 
-from sift_bench.expand import plan
-from sift_bench.orchestrate import run_suite
+from sift_bench.driver import run_suite
+from sift_bench.expand import expand
 from sift_bench.results import ResultStore, read_trials
+from sift_bench.schedulers import SerialScheduler, TrialEvents
 from sift_bench.spec import TrialResult, TrialSpec
 from sift_bench.suite import load_suite, validate_suite
 
@@ -122,7 +126,7 @@ def fake_trial(fail_tasks: set[str], calls: list[str]):
         calls.append(spec.trial_id)
         bad = spec.task in fail_tasks and spec.method == "full"
         return TrialResult(
-            trial_id=spec.trial_id, spec=spec.model_dump(mode="json"), status="failed" if bad else "ok",
+            trial_id=spec.trial_id, spec=spec, status="failed" if bad else "ok",
             error="CUDA out of memory" if bad else None, primary_metric="accuracy",
             best={"accuracy": 0.5 + spec.seed / 10}, epochs=[{"accuracy": 0.5 + spec.seed / 10}], best_epoch=1,
         )  # fmt: skip
@@ -168,6 +172,115 @@ def test_serial_trial_that_raises_is_a_failed_row(tmp_path: Path) -> None:
     assert all("RuntimeError: bug in a trial" in r["error"] for r in read_trials(tmp_path))
 
 
+class Events:
+    """Records what a scheduler reports, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+
+    def started(self, spec: TrialSpec) -> None:
+        self.log.append(("started", spec.seed))
+
+    def retrying(self, spec: TrialSpec, result: TrialResult) -> None:
+        self.log.append(("retrying", spec.seed))
+
+    def finished(self, spec: TrialSpec, result: TrialResult, trial_seconds: float) -> None:
+        self.log.append(("finished", (spec.seed, result.status)))
+
+
+def test_serial_scheduler_reports_each_attempt_and_touches_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    specs = [s for s in expand(validate_suite(SERIAL, "serial.yaml")) if s.task == "rte" and s.method == "full"]
+    events: TrialEvents = Events()
+    monkeypatch.chdir(tmp_path)  # a scheduler that wrote a results folder would write it here
+    SerialScheduler(max_failures=1, run_trial=fake_trial({"rte"}, [])).run(specs, events)
+    assert events.log == [
+        ("started", 0), ("retrying", 0), ("finished", (0, "failed")),
+        ("started", 1), ("retrying", 1), ("finished", (1, "failed")),
+    ]  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+class Scripted:
+    """A scheduler that finishes its trials in reverse order, two 'slots', 0.5 s each: the driver records."""
+
+    name = "scripted"
+
+    def __init__(self) -> None:
+        self.given: list[str] = []
+
+    def connect(self, todo: list[TrialSpec]) -> AbstractContextManager[int]:
+        return nullcontext(2)
+
+    def run(self, todo: list[TrialSpec], events: TrialEvents) -> None:
+        self.given = [s.trial_id for s in todo]
+        for spec in reversed(todo):
+            events.started(spec)
+            events.finished(spec, fake_trial(set(), [])(spec), 0.5)
+
+
+def test_the_driver_records_what_any_scheduler_reports(tmp_path: Path) -> None:
+    suite = validate_suite(SERIAL, "serial.yaml")
+    first = run_suite(suite, tmp_path, serial=True, console=quiet(), run_trial=fake_trial({"rte"}, []))
+    scripted = Scripted()
+    summary = run_suite(suite, tmp_path, console=quiet(), scheduler=scripted)
+    assert sorted(scripted.given) == sorted(first.failed_ids)  # only what is not ok yet
+    assert (summary.ran, summary.ok, summary.slots, summary.trial_seconds) == (2, 2, 2, 1.0)
+    rows = read_trials(tmp_path)
+    assert len(rows) == 8 and all(r["status"] == "ok" for r in rows)
+    assert {r["method"] for r in rows} == {"full", "classifier_only"}  # the variant label, from the spec
+    runs = ResultStore(tmp_path).read_manifest()["runs"]
+    assert [r["scheduler"] for r in runs] == ["serial", "scripted"] and runs[-1]["slots"] == 2
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    return names | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+
+def test_the_flow_goes_one_way() -> None:
+    pkg = REPO / "sift_bench"
+    # Schedulers and the progress view never see the store; only the driver writes results.
+    for name in ("schedulers.py", "progress.py", "trial.py", "trial_setup.py", "expand.py"):
+        assert "sift_bench.results" not in imported_modules(pkg / name), name
+    # Tasks and evaluators register through explicit imports in their package (as methods/ do), nowhere else.
+    for name in ("suite.py", "analyze.py", "trial.py", "tasks/base.py", "tasks/__init__.py", "evaluators/__init__.py"):
+        assert "pkgutil" not in imported_modules(pkg / name), name
+    # Ray's public job API only.
+    assert not any(m.startswith("ray._private") for m in imported_modules(pkg / "jobs.py"))
+    # The trial imports neither the CLI nor the driver (no cycle back up), and `python -m sift_bench` works.
+    code = "import sys, sift_bench.trial; print(sorted(m for m in sys.modules if m.startswith('sift_bench.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "sift_bench.cli" not in loaded and "sift_bench.driver" not in loaded and "schedulers" not in loaded
+    version = subprocess.run([sys.executable, "-m", "sift_bench", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "sift-bench" in version.stdout
+
+
+def test_job_client_finds_the_cluster_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sift_bench.errors import SiftBenchError
+    from sift_bench.jobs import auth_headers
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "")
+    assert auth_headers() == {}  # no token anywhere: nothing sent
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("from-file\n")  # where `ray start --head` puts it
+    assert auth_headers() == {"Authorization": "Bearer from-file"}
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert auth_headers() == {"Authorization": "Bearer from-env"}
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert auth_headers() == {}
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(SiftBenchError, match="RAY_AUTH_TOKEN_PATH"):
+        auth_headers()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Ray Tune, for real.
 
@@ -180,7 +293,7 @@ def test_ray_run_writes_tables_then_second_run_does_no_work(tmp_path: Path, ray_
     assert (s1.planned, s1.ran, s1.ok, s1.failed, s1.slots) == (4, 4, 4, 0, 2)  # two workers
     assert s1.trial_seconds > 0 and s1.overhead is not None
     trials = pq.read_table(out / "trials.parquet").to_pylist()
-    assert sorted(r["trial_id"] for r in trials) == sorted(p.trial_id for p in plan(suite))
+    assert sorted(r["trial_id"] for r in trials) == sorted(s.trial_id for s in expand(suite))
     assert all(r["status"] == "ok" and r["metric.accuracy"] is not None for r in trials)
     assert {r["method"] for r in trials} == {"classifier_only", "full"}
     evals = pq.read_table(out / "evals.parquet").to_pylist()
@@ -219,7 +332,7 @@ def test_ray_driver_killed_midway_resumes_without_loss_or_duplicates(tmp_path: P
         kill_ray_processes(ray_tmp)
     before = {r["trial_id"]: r for r in read_trials(out)}
     suite = load_suite(path)
-    planned = {p.trial_id for p in plan(suite)}
+    planned = {s.trial_id for s in expand(suite)}
     assert 1 <= len(before) < len(planned), "the kill should land mid-way"
 
     summary = run_suite(suite, out, max_failures=0, console=quiet())

@@ -1,4 +1,5 @@
-"""The Parquet store: rows, evals, resume ids, replacement of failed attempts, atomic writes, manifest."""
+"""The Parquet store: rows, evals, resume ids, replacement of failed attempts, atomic writes, manifest;
+damaged files; schema-1 tables (the committed CI baseline) read and upgraded."""
 
 from __future__ import annotations
 
@@ -10,16 +11,32 @@ import pytest
 
 from sift_bench import results as results_mod
 from sift_bench.errors import SiftBenchError
-from sift_bench.results import ResultStore, read_trials
-from sift_bench.spec import TrainSettings, TrialResult, TrialSpec
+from sift_bench.results import (
+    ResultStore,
+    load_run,
+    read_evals,
+    read_manifest,
+    read_predictions,
+    read_trials,
+    write_predictions,
+)
+from sift_bench.spec import SCHEMA_VERSION, Budget, TrainSettings, TrialResult, TrialSpec
+
+REPO = Path(__file__).resolve().parents[2]
+BASELINE = REPO / "results" / "baselines" / "quickstart"
 
 
-def make_result(task: str = "mrpc", seed: int = 0, status: str = "ok", f1: float = 0.8) -> TrialResult:
-    spec = TrialSpec(model="m", task=task, method="lora", budget="0.8%", seed=seed, train=TrainSettings(epochs=2))
+def make_result(
+    task: str = "mrpc", seed: int = 0, status: str = "ok", f1: float = 0.8, **spec_fields: object
+) -> TrialResult:
+    spec = TrialSpec(
+        model="m", task=task, method="lora", budget="0.8%", seed=seed, train=TrainSettings(epochs=2), suite="s",
+        **spec_fields,
+    )  # fmt: skip
     ok = status == "ok"
     return TrialResult(
         trial_id=spec.trial_id,
-        spec=spec.model_dump(mode="json"),
+        spec=spec,
         status=status,
         error=None if ok else "boom",
         primary_metric="f1" if ok else None,
@@ -37,15 +54,17 @@ def make_result(task: str = "mrpc", seed: int = 0, status: str = "ok", f1: float
 
 def test_rows_columns_and_evals(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
-    res = make_result()
-    store.add(res, suite="s", variant="lora_qv", grid={"learning_rate": 1e-4})
+    res = make_result(variant="lora_qv", grid={"learning_rate": 1e-4})
+    store.add(res)
     table = pq.read_table(tmp_path / "trials.parquet")
     row = table.to_pylist()[0]
     assert row["trial_id"] == res.trial_id and row["variant"] == "lora_qv" and row["budget"] == "0.8%"
-    assert row["metric.f1"] == pytest.approx(0.8) and row["primary_value"] == pytest.approx(0.8)
+    assert row["suite"] == "s" and row["config_key"] == res.spec.config_key
+    assert row["metric.f1"] == pytest.approx(0.8) and row["primary_metric"] == "f1"
+    assert "primary_value" not in table.column_names  # each number once: the score is metric.<primary>
     assert row["train.epochs"] == 2 and row["train.max_steps"] is None
-    assert json.loads(row["grid"]) == {"learning_rate": 1e-4}
-    assert TrialSpec.model_validate(json.loads(row["spec"])).trial_id == res.trial_id
+    assert json.loads(row["grid"]) == {"learning_rate": 1e-4} and row["schema_version"] == SCHEMA_VERSION == 2
+    assert TrialSpec.model_validate_json(row["spec"]) == res.spec  # variant and grid travel inside the spec
     expected = ["knob", "knob_value", "trainable_params", "head_params", "seed", "best_epoch", "status", "error",
                 "schema_version", "finished_at", "peak_memory_bytes", "device", "tokens_per_second"]  # fmt: skip
     assert set(expected) <= set(table.column_names)
@@ -56,15 +75,15 @@ def test_rows_columns_and_evals(tmp_path: Path) -> None:
 def test_resume_ids_and_replacement(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
     failed = make_result(task="rte", status="failed")
-    store.add(make_result(), suite="s")
-    store.add(failed, suite="s")
+    store.add(make_result())
+    store.add(failed)
     reopened = ResultStore(tmp_path)
     assert reopened.done_ids() == {make_result().trial_id}
     assert len(reopened) == 2
     # A successful retry replaces the failed row: one row per trial id, never two.
     retry = make_result(task="rte")
     assert retry.trial_id == failed.trial_id
-    reopened.add(retry, suite="s")
+    reopened.add(retry)
     rows = read_trials(tmp_path)
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     # Metric columns union across rows: a failed row has nulls, not missing columns.
@@ -73,7 +92,7 @@ def test_resume_ids_and_replacement(tmp_path: Path) -> None:
 
 def test_crash_during_write_keeps_old_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = ResultStore(tmp_path)
-    store.add(make_result(), suite="s")
+    store.add(make_result())
 
     def broken(table, where):  # simulates a crash half-way through writing the temp file
         Path(where).write_bytes(b"PAR1 half")
@@ -81,18 +100,77 @@ def test_crash_during_write_keeps_old_table(tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setattr(results_mod.pq, "write_table", broken)
     with pytest.raises(KeyboardInterrupt):
-        store.add(make_result(seed=1), suite="s")
+        store.add(make_result(seed=1))
     monkeypatch.undo()
     assert len(read_trials(tmp_path)) == 1
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_corrupt_table_is_a_clear_error(tmp_path: Path) -> None:
-    (tmp_path / "trials.parquet").write_bytes(b"not parquet")
-    with pytest.raises(SiftBenchError, match="Cannot read the result tables"):
-        ResultStore(tmp_path)
-    with pytest.raises(SiftBenchError, match=r"No trials\.parquet"):
+@pytest.mark.parametrize("name", ["trials.parquet", "evals.parquet", "manifest.json"])
+def test_damaged_files_name_the_file_and_the_fix(tmp_path: Path, name: str) -> None:
+    ResultStore(tmp_path).add(make_result())
+    (tmp_path / "manifest.json").write_text("{}")
+    (tmp_path / name).write_bytes(b"PAR1 half a file")
+    fix = r"delete it and rerun the suite, or restore it"
+    with pytest.raises(SiftBenchError, match=rf"{name}.*{fix}"):
+        load_run(tmp_path)
+    if name != "manifest.json":
+        with pytest.raises(SiftBenchError, match=rf"{name}.*{fix}"):
+            ResultStore(tmp_path)
+
+
+def test_missing_folder_and_table(tmp_path: Path) -> None:
+    with pytest.raises(SiftBenchError, match="does not exist"):
         read_trials(tmp_path / "missing")
+    with pytest.raises(SiftBenchError, match=r"has no trials\.parquet"):
+        read_trials(tmp_path)
+    assert read_evals(tmp_path) == [] and read_manifest(tmp_path) == {} and read_predictions(tmp_path) == []
+    pq.write_table(pq.read_table(BASELINE / "evals.parquet"), tmp_path / "trials.parquet")  # a foreign table
+    with pytest.raises(SiftBenchError, match="lacks the column"):
+        read_trials(tmp_path)
+
+
+def test_predictions_table_round_trips_and_may_be_empty(tmp_path: Path) -> None:
+    write_predictions(tmp_path, [])
+    assert (tmp_path / "predictions.parquet").exists() and read_predictions(tmp_path) == []
+    rows = [{"trial_id": "t", "split": "validation", "example": 3, "prediction": "1", "label": "0"}]
+    write_predictions(tmp_path, rows)
+    assert read_predictions(tmp_path) == rows
+
+
+def test_baseline_trial_ids_are_stable() -> None:
+    """The committed CI baseline (schema 1): every stored spec still hashes to its row's trial id."""
+    raw = pq.read_table(BASELINE / "trials.parquet").to_pylist()
+    assert {r["schema_version"] for r in raw} == {1} and len(raw) == 12
+    for row in raw:
+        spec = TrialSpec.model_validate_json(row["spec"])
+        assert spec.trial_id == row["trial_id"], row["variant"]
+        assert spec.budget == (None if row["budget"] is None else Budget.parse(row["budget"]))
+
+
+def test_schema_1_rows_are_upgraded_on_read(tmp_path: Path) -> None:
+    raw = {r["trial_id"]: r for r in pq.read_table(BASELINE / "trials.parquet").to_pylist()}
+    rows = read_trials(BASELINE)
+    assert len(rows) == len(raw)
+    for row in rows:
+        old = raw[row["trial_id"]]
+        spec = TrialSpec.model_validate_json(row["spec"])
+        assert "primary_value" not in row and row["config_key"] == spec.config_key
+        assert spec.variant == old["variant"] and spec.grid == json.loads(old["grid"])
+        assert row[f"metric.{row['primary_metric']}"] == old["primary_value"]
+    # One config key per (task, method) across the seeds: here one seed each, twelve configs.
+    assert len({r["config_key"] for r in rows}) == 12
+    frame = load_run(BASELINE).trials
+    assert {str(b) for b in frame["budget"] if b is not None} == {"0.8%"}
+    assert all(isinstance(s, TrialSpec) for s in frame["spec"])
+    # A store opened on an old folder rewrites it in the current schema and keeps every trial.
+    for name in ("trials.parquet", "evals.parquet", "manifest.json"):
+        (tmp_path / name).write_bytes((BASELINE / name).read_bytes())
+    store = ResultStore(tmp_path)
+    store.add(make_result())
+    table = pq.read_table(tmp_path / "trials.parquet")
+    assert table.num_rows == 13 and "config_key" in table.column_names and "primary_value" not in table.column_names
+    assert {r["trial_id"] for r in read_trials(tmp_path)} >= set(raw)
 
 
 def test_manifest_records_runs(tmp_path: Path) -> None:

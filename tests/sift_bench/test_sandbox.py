@@ -12,8 +12,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -84,8 +86,9 @@ def test_environment_and_workdir_are_clean(iso: Isolation, monkeypatch: pytest.M
     )
     if iso.uid_drop:
         src += "assert os.getuid() != 0 and os.getgid() != 0 and os.getgroups() == []\n"
-    if iso.private_tmp:
-        src += "assert os.listdir('/tmp') == ['work'], os.listdir('/tmp')\n"
+    if iso.private_tmp:  # empty but for the working dir (and the interpreter, were it under /tmp)
+        exposed = {Path(d).parts[2] for d in sandbox._mount_plan(iso.mode)[0] if Path(d).parts[1] == "tmp"}
+        src += f"assert set(os.listdir('/tmp')) == {{'work', *{sorted(exposed)!r}}}, os.listdir('/tmp')\n"
     res = run_python(src, FAST)
     assert res.passed, res.output
 
@@ -220,8 +223,10 @@ def test_weak_mode_needs_an_explicit_opt_in(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
     monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
     monkeypatch.delenv(sandbox.WEAK_OK_ENV, raising=False)
-    with pytest.raises(SiftBenchError, match=sandbox.WEAK_OK_ENV):
+    with pytest.raises(SiftBenchError, match=sandbox.WEAK_OK_ENV) as err:
         sandbox.detect_isolation.__wrapped__()
+    assert "`unshare` is not on PATH" in str(err.value) and "needs root" in str(err.value)
+    assert "apt-get install util-linux" in str(err.value)
     monkeypatch.setenv(sandbox.WEAK_OK_ENV, "1")
     assert sandbox.detect_isolation.__wrapped__().mode == "rlimits"
 
@@ -249,3 +254,43 @@ def test_userns_mode_when_available() -> None:
         server.settimeout(0.3)
         with pytest.raises(TimeoutError):
             server.accept()
+
+
+@pytest.fixture
+def fresh_plans() -> Iterator[None]:
+    """The interpreter and mount plans are cached per process; tests that fake them start and end clean."""
+    plan = sandbox._mount_plan  # the real one, even if a test replaced it meanwhile
+    plan.cache_clear()
+    yield
+    plan.cache_clear()
+
+
+def test_no_isolation_message_names_what_failed(monkeypatch: pytest.MonkeyPatch, fresh_plans: None) -> None:
+    # A real failure of every mode: the interpreter is gone. The message quotes each mode's own error.
+    monkeypatch.setattr(sandbox, "base_interpreter", lambda: sandbox.Interpreter("/nonexistent/python3", ()))
+    monkeypatch.delenv(sandbox.WEAK_OK_ENV, raising=False)
+    with pytest.raises(SiftBenchError) as err:
+        sandbox.detect_isolation.__wrapped__()
+    msg = str(err.value)
+    assert "No such file or directory" in msg and "/nonexistent/python3" in msg, msg
+    tried = ["namespaces+uid", "uid"] if os.geteuid() == 0 else ["userns"]
+    assert all(f"- {mode}: " in msg for mode in tried), msg
+    assert "apt-get install util-linux" not in msg or not shutil.which("unshare"), msg  # unshare is not the problem
+
+
+def test_setup_failure_is_an_error_not_a_failed_sample(
+    iso: Isolation, monkeypatch: pytest.MonkeyPatch, fresh_plans: None
+) -> None:
+    # A set-up step inside the sandbox fails: run_python says which, instead of scoring the sample as failed.
+    monkeypatch.setattr(sandbox, "_mount_plan", lambda mode: (["/nonexistent-sift-dir"], []))
+    with pytest.raises(sandbox.SandboxUnavailable, match=r"/nonexistent-sift-dir|FileNotFoundError") as err:
+        run_python("print('never runs')", FAST, iso)
+    assert str(err.value).startswith(f"{iso.mode}: ")
+
+
+def test_runs_the_base_interpreter() -> None:
+    interp = sandbox.base_interpreter()
+    assert interp.exe == os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable)
+    assert any(sandbox._under(os.path.realpath(sys.base_prefix), d) for d in interp.dirs)
+    res = run_python("import sys\nprint(sys.executable, sys.prefix == sys.base_prefix)", FAST)
+    assert res.passed and res.output == f"{interp.exe} True", res.output

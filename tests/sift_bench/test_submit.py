@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sift_bench.expand import plan
-from sift_bench.orchestrate import job_status, wait_for_job
+from sift_bench.expand import expand
+from sift_bench.jobs import job_status, wait_for_job
 from sift_bench.results import read_trials
 from sift_bench.suite import load_suite
 
@@ -71,7 +71,7 @@ def test_submit_to_a_real_head_node(tmp_path: Path) -> None:
         assert job_status(address, job_id)["entrypoint"].startswith("python -m sift_bench run remote.yaml")
 
         rows = read_trials(out)
-        assert sorted(r["trial_id"] for r in rows) == sorted(p.trial_id for p in plan(load_suite(suite_path)))
+        assert sorted(r["trial_id"] for r in rows) == sorted(s.trial_id for s in expand(load_suite(suite_path)))
         assert all(r["status"] == "ok" for r in rows) and (out / "evals.parquet").exists()
         assert (out / "manifest.json").exists()
     finally:
@@ -81,7 +81,7 @@ def test_submit_to_a_real_head_node(tmp_path: Path) -> None:
 
 def test_submit_errors_before_contacting_anything(tmp_path: Path) -> None:
     from sift_bench.errors import SiftBenchError
-    from sift_bench.orchestrate import submit_suite
+    from sift_bench.jobs import submit_suite
 
     suite_path = tmp_path / "s.yaml"
     suite_path.write_text("name: s\nschema_version: 1\nmodels: [m]\ntasks: [mrpc]\nmethods: [full]\n")

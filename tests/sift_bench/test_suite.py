@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sift_bench.errors import SiftBenchError
 from sift_bench.suite import SuiteError, load_suite, validate_suite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +89,15 @@ BAD_CASES = [
      "set the rank of 'lora'; remove rank, or give this method `budgets: []`"),
     ("misspelt variant's method", {"methods": {"sift_q": {"method": "sfit"}}}, "methods.sift_q.method",
      "Did you mean 'sift'?"),
+    ("duplicate seeds", {"seeds": [0, 1, 0]}, "seeds", "seed 0 is listed more than once"),
+    ("train field at the top level", {"epochs": 3}, "epochs",
+     "unknown field 'epochs'; it belongs under `train:` (train: {epochs: 3})"),
+    ("train field in a task", {"tasks": {"mrpc": {"learning_rate": 1e-3}}}, "tasks.mrpc.learning_rate",
+     "it belongs under `tasks.mrpc.train:`"),
+    ("train field in a method", {"methods": {"lora": {"batch_size": 8}}}, "methods.lora.batch_size",
+     "it belongs under `methods.lora.train:`"),
+    ("budget count with separators is fine, a float is not", {"budgets": ["1,000,000", 1.0e6]}, "budgets.1",
+     "write the count as an integer, 1000000"),
 ]  # fmt: skip
 
 
@@ -120,11 +130,43 @@ def test_file_errors(tmp_path: Path) -> None:
     f.write_text("- just\n- a list\n")
     with pytest.raises(SuiteError, match="a suite is a YAML mapping"):
         load_suite(f)
-    with pytest.raises(Exception, match="Suite file not found"):
+    with pytest.raises(SiftBenchError, match="Suite file not found"):
         load_suite(tmp_path / "nope.yaml")
+    with pytest.raises(SiftBenchError, match=r"is a directory, not a suite file: pass one YAML file from it \(broken"):
+        load_suite(tmp_path)
+    (tmp_path / "no_yaml").mkdir()
+    with pytest.raises(SiftBenchError, match=r"is a directory, not a suite file: .*suites/quickstart.yaml"):
+        load_suite(tmp_path / "no_yaml")
+    for empty in ("", "# only a comment\n"):
+        f.write_text(empty)
+        with pytest.raises(SuiteError, match=rf"{f}: 1 problem.*\n  - \(top level\): the file is empty; a suite needs"):
+            load_suite(f)
     f.write_text(yaml.safe_dump(bad(methods={"lora": {"dropout": "high"}})))
     with pytest.raises(SuiteError) as info:
         load_suite(f)
     text = str(info.value)
     assert text.startswith(f"{f}: 1 problem in the suite:") and "methods.lora.dropout" in text
     assert "input_value" not in text and "errors.pydantic.dev" not in text  # formatted, not a raw dump
+
+
+def test_suite_budgets_are_budgets() -> None:
+    from sift_bench.spec import Budget
+
+    suite = validate_suite(bad(budgets=["0.80%", 786432, "1e6"]))
+    assert suite.budgets == [Budget.parse("0.8%"), Budget.parse(786432), Budget.parse(1_000_000)]
+    assert [str(b) for b in suite.budgets] == ["0.8%", "786432", "1000000"]
+
+
+def test_bad_suites_on_the_command_line_exit_2_without_a_traceback(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sift_bench.cli import app
+
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(yaml.safe_dump(bad(seeds=[0, 0], epochs=3)))
+    for path, fragment in ((tmp_path, "is a directory"), (empty, "is empty"), (dup, "belongs under `train:`")):
+        result = CliRunner().invoke(app, ["plan", str(path)])
+        assert result.exit_code == 2, result.output
+        assert fragment in " ".join(result.output.split()) and "Traceback" not in result.output

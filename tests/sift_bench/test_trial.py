@@ -102,7 +102,7 @@ def test_cli_trial_writes_json_and_rejects_unknown_method(tiny_checkpoint: str, 
     assert "accuracy" in res.output
 
     bad = CliRunner().invoke(app, ["trial", "--method", "sfit", "--model", tiny_checkpoint])
-    assert bad.exit_code == 1 and "Did you mean 'sift'" in bad.output
+    assert bad.exit_code == 2 and "Did you mean 'sift'" in bad.output
 
 
 def test_peak_memory_is_per_trial_not_per_process(tiny_checkpoint: str, glue_dir: Path):

@@ -1,0 +1,229 @@
+"""The result tables' columns, and how a TrialResult becomes rows (and an older row the current one).
+
+`sift_bench.results` is the one module that reads and writes these tables. Layout of `results/<suite>/`:
+
+trials.parquet -- one row per trial (the latest attempt of each trial id; a rerun replaces the row):
+    suite               str    suite name (not part of the trial id)
+    trial_id            str    TrialSpec.trial_id: hash of the resolved config (stable across renames/reorders)
+    config_key          str    TrialSpec.config_key: the trial id without the seed (what `compare` matches on)
+    variant             str    the suite's label for the method entry (== method unless a suite names variants,
+                               e.g. `sift_qv` for SIFT on query+value in the modules ablation)
+    model               str
+    task                str
+    method              str    registered method name (full, classifier_only, lora, adapter, sift, random)
+    budget              str    the budget in canonical form ("0.8%" or "1000000"); null for knob-less methods
+    knob                str    the method's budget knob (sparsity, rank, bottleneck); null if none
+    knob_value          float  the knob's value the trial used
+    trainable_params    int64  trainable parameters, task head excluded (as the paper counts)
+    head_params         int64  task-head parameters
+    total_params        int64  all parameters of the model
+    seed                int64
+    train.<field>       one column per TrainSettings field (train.learning_rate, train.batch_size, ...)
+    method_options      str    JSON of the method's options
+    grid                str    JSON of this trial's hyper-parameter grid point ("{}" without a grid)
+    spec                str    JSON of the full TrialSpec (variant and grid included), enough to rerun the trial
+    primary_metric      str    name of the task's primary metric: its score is the `metric.<name>` column
+    best_epoch          int64  1-based epoch whose dev metrics are reported
+    metric.<name>       float  one column per best-epoch metric (metric.f1, metric.accuracy, ...)
+    train_seconds       float
+    eval_seconds        float
+    tokens_per_second   float
+    peak_memory_bytes   int64
+    device              str
+    status              str    "ok" or "failed"
+    error               str    error text of a failed trial, else null
+    schema_version      int64  sift_bench.spec.SCHEMA_VERSION the row was first written with
+    finished_at         str    ISO-8601 UTC time the driver recorded the row
+
+Schema-1 rows (before `config_key`; with a `primary_value` column that repeated the primary metric) are
+upgraded as they are read: variant and grid go into the spec, config_key is computed, primary_value dropped.
+
+evals.parquet -- one row per trial x epoch x metric: trial_id str, epoch int64 (1-based), metric str, value float
+
+predictions.parquet -- one row per trial x split x example (optional; no trial writes it yet):
+    trial_id str, split str, example int64 (0-based row of the split), prediction str, label str (text, so
+    class ids, regression values and generations share one table)
+
+manifest.json -- suite name, suite file path and sha256, package versions, git commit (+ git_dirty),
+    hardware of the driver, and a `runs` list with one entry per `sift-bench run` into this folder
+    (started_at, finished_at, scheduler, planned / skipped / ran / ok / failed counts, wall_seconds,
+    trial_seconds, slots, overhead); `started_at` / `finished_at` at the top span all runs.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from pydantic import ValidationError
+
+from sift_bench.errors import SiftBenchError
+from sift_bench.spec import TrainSettings, TrialResult, TrialSpec
+
+DAMAGED_FIX = "delete it and rerun the suite, or restore it from a copy"
+
+_FIXED_HEAD: list[tuple[str, pa.DataType]] = [
+    ("suite", pa.string()),
+    ("trial_id", pa.string()),
+    ("config_key", pa.string()),
+    ("variant", pa.string()),
+    ("model", pa.string()),
+    ("task", pa.string()),
+    ("method", pa.string()),
+    ("budget", pa.string()),
+    ("knob", pa.string()),
+    ("knob_value", pa.float64()),
+    ("trainable_params", pa.int64()),
+    ("head_params", pa.int64()),
+    ("total_params", pa.int64()),
+    ("seed", pa.int64()),
+]
+_FIXED_MID: list[tuple[str, pa.DataType]] = [
+    ("method_options", pa.string()),
+    ("grid", pa.string()),
+    ("spec", pa.string()),
+    ("primary_metric", pa.string()),
+    ("best_epoch", pa.int64()),
+]
+_FIXED_TAIL: list[tuple[str, pa.DataType]] = [
+    ("train_seconds", pa.float64()),
+    ("eval_seconds", pa.float64()),
+    ("tokens_per_second", pa.float64()),
+    ("peak_memory_bytes", pa.int64()),
+    ("device", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("schema_version", pa.int64()),
+    ("finished_at", pa.string()),
+]
+EVALS_SCHEMA = pa.schema(
+    [("trial_id", pa.string()), ("epoch", pa.int64()), ("metric", pa.string()), ("value", pa.float64())]
+)
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("split", pa.string()),
+        ("example", pa.int64()),
+        ("prediction", pa.string()),
+        ("label", pa.string()),
+    ]
+)
+# Without these a table is not one of ours (every schema has had them).
+REQUIRED_COLUMNS = ("trial_id", "task", "method", "status", "spec")
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    """Arrow type for a TrainSettings field annotation (Optional unwrapped; Literals are strings)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if annotation is bool:
+        return pa.bool_()
+    if annotation is int:
+        return pa.int64()
+    if annotation is float:
+        return pa.float64()
+    return pa.string()
+
+
+TRAIN_COLUMNS: list[tuple[str, pa.DataType]] = [
+    (f"train.{name}", _arrow_type(field.annotation)) for name, field in TrainSettings.model_fields.items()
+]
+
+
+def trials_schema(metric_names: Iterable[str]) -> pa.Schema:
+    metrics = [(f"metric.{m}", pa.float64()) for m in sorted(set(metric_names))]
+    return pa.schema(_FIXED_HEAD + TRAIN_COLUMNS + _FIXED_MID + metrics + _FIXED_TAIL)
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def trial_row(result: TrialResult) -> dict[str, Any]:
+    """Flatten one TrialResult into a trials.parquet row (see the module docstring for the columns)."""
+    spec = result.spec
+    row: dict[str, Any] = {
+        "suite": spec.suite,
+        "trial_id": result.trial_id,
+        "config_key": spec.config_key,
+        "variant": spec.label,
+        "model": spec.model,
+        "task": spec.task,
+        "method": spec.method,
+        "budget": None if spec.budget is None else str(spec.budget),
+        "knob": result.knob,
+        "knob_value": result.knob_value,
+        "trainable_params": result.trainable_params,
+        "head_params": result.head_params,
+        "total_params": result.total_params,
+        "seed": spec.seed,
+        "method_options": _json(spec.method_options),
+        "grid": _json(spec.grid),
+        "spec": _json(spec.model_dump(mode="json")),
+        "primary_metric": result.primary_metric,
+        "best_epoch": result.best_epoch,
+        "train_seconds": result.train_seconds,
+        "eval_seconds": result.eval_seconds,
+        "tokens_per_second": result.tokens_per_second,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "device": result.device,
+        "status": result.status,
+        "error": result.error,
+        "schema_version": result.schema_version,
+        "finished_at": now_utc(),
+    }
+    for name, value in spec.train.model_dump(mode="json").items():
+        row[f"train.{name}"] = value
+    for name, value in result.best.items():
+        row[f"metric.{name}"] = float(value)
+    return row
+
+
+def eval_rows(result: TrialResult) -> list[dict[str, Any]]:
+    rows = []
+    for i, metrics in enumerate(result.epochs, start=1):
+        epoch = int(metrics.get("epoch", i))
+        for name, value in metrics.items():
+            if name != "epoch":
+                rows.append({"trial_id": result.trial_id, "epoch": epoch, "metric": name, "value": float(value)})
+    return rows
+
+
+def row_spec(row: dict[str, Any], source: Path) -> TrialSpec:
+    """The TrialSpec stored in a row's `spec` JSON; a bad one names the file, the row and the fix."""
+    try:
+        return TrialSpec.model_validate_json(row["spec"])
+    except (ValidationError, TypeError, ValueError) as e:
+        first = str(e).splitlines()[0]
+        raise SiftBenchError(
+            f"{source}: the `spec` of trial {row.get('trial_id')} does not parse ({first}); {DAMAGED_FIX}."
+        ) from None
+
+
+def upgrade_row(row: dict[str, Any], source: Path) -> dict[str, Any]:
+    """A row in the current schema: schema-1 rows get their variant and grid into the spec and a
+    config_key, and lose `primary_value` (it repeated `metric.<primary_metric>`). Current rows pass through."""
+    if row.get("config_key") and "primary_value" not in row:
+        return row
+    row = {k: v for k, v in row.items() if k != "primary_value"}
+    spec = row_spec(row, source)
+    row["variant"] = row.get("variant") or spec.label
+    row["grid"] = row.get("grid") or _json(spec.grid)
+    spec = spec.model_copy(update={"variant": row["variant"], "grid": json.loads(row["grid"])})
+    row["spec"] = _json(spec.model_dump(mode="json"))
+    row["config_key"] = spec.config_key
+    return row
