@@ -18,10 +18,10 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from ray_cluster import kill_ray_processes
 from rich.console import Console
 
 from sift_bench.driver import run_suite
@@ -90,21 +90,6 @@ def ray_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield tmp
     kill_ray_processes(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def kill_ray_processes(tmp: Path) -> None:
-    """End the Ray processes of one test (and only those): the ones naming tmp on their command line,
-    started with RAY_TMPDIR=tmp, or holding log files under tmp open."""
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            mine = any(str(tmp) in part for part in proc.info["cmdline"] or [])
-            mine = mine or proc.environ().get("RAY_TMPDIR") == str(tmp)
-            # Ray's agents overwrite their argv/environ (setproctitle) but keep their logs in tmp open.
-            mine = mine or any(f.path.startswith(str(tmp)) for f in proc.open_files())
-            if mine and proc.pid != os.getpid():
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
 
 
 # ---------------------------------------------------------------------------------------------------------
