@@ -1,24 +1,31 @@
 """One aggregation of a trials table for every report: the leaderboard (terminal, markdown, CSV), the
 dashboard's plots, and the seed statistics `compare` judges changes by.
 
-From finished trials (status ok, with a primary score): first the best hyper-parameter grid point per
-(model, task, variant, budget, seed) by the task's primary metric on dev, as the paper reports; then mean
-and sample standard deviation over seeds per (model, task, variant, budget): one `Cell`. Scores stay in
-raw units here (0.85, not 85); `Cell.display` scales percent metrics to points.
+From finished trials (status ok, with a primary score), per (model, task, variant, budget): each config
+(`config_key`: one grid point, every seed) gets a selection score, the mean over its seeds of the selection
+metric; the config with the best mean is chosen, and its dev scores' mean and sample standard deviation over
+seeds make one `Cell`. Picking the best grid point per seed instead would mix grid points across seeds and
+report the luckiest of each, which is biased upwards.
+
+The selection metric is dev `<primary>` unless the trials held out part of the training set
+(`train.heldout_fraction` > 0, a suite's `selection: heldout`): then it is `heldout_<primary>`, so the
+reported dev score played no part in the choice. Scores stay in raw units here (0.85, not 85);
+`Cell.display` scales percent metrics to points.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from sift_bench.metrics import metric_info
-from sift_bench.spec import Budget
+from sift_bench.metrics import HELDOUT_PREFIX, metric_info
+from sift_bench.spec import Budget, TrialSpec
 
 
 @dataclass(frozen=True)
@@ -38,20 +45,26 @@ def seed_stats(values: Iterable[float | None]) -> SeedStats:
 
 @dataclass(frozen=True)
 class Cell:
-    """One (model, task, variant, budget) over its seeds, each seed at its best grid point."""
+    """One (model, task, variant, budget): the chosen config's dev scores over its seeds."""
 
     model: str
     task: str
     variant: str  # the suite's label for the method (e.g. sift_qv)
     method: str  # the registered method
     budget: Budget | None
-    metric: str  # the task's primary metric
+    metric: str  # the task's primary metric (dev: what the cell reports)
     mean: float
     std: float  # 0.0 for a single seed
     n: int
     params: int  # median trainable parameters over the seeds, task head excluded
     memory_bytes: float | None  # mean peak memory (None: not measured)
     train_seconds: float | None
+    chosen: dict[str, Any] = field(default_factory=dict)  # the chosen grid point; {} without a grid
+    selection: str = "dev"  # what chose it: "dev" or "heldout"
+    trial_ids: tuple[str, ...] = ()  # the chosen config's trials, one per seed (for the bootstrap)
+    n_configs: int = 1  # configs (grid points) the choice was made among
+    heldout_fraction: float = 0.0  # share of the training set held out, with selection "heldout"
+    selection_score: float | None = None  # the chosen config's mean selection metric (raw units)
 
     @property
     def scale(self) -> float:
@@ -65,6 +78,24 @@ class Cell:
         mean, std = self.display()
         return f"{mean:.2f} ± {std:.2f}" if self.n > 1 else f"{mean:.2f}"
 
+    def chosen_text(self) -> str:
+        """The chosen grid point in short form, e.g. "lr=1e-3, bs=16"; "" without a grid."""
+        return ", ".join(f"{_SHORT.get(k, k)}={format_value(v)}" for k, v in self.chosen.items())
+
+
+# Short names for the grid keys tables show most (grid keys are TrainSettings fields).
+_SHORT = {"learning_rate": "lr", "batch_size": "bs", "weight_decay": "wd", "warmup_ratio": "warmup"}
+
+
+def format_value(value: Any) -> str:
+    """A grid value as a table shows it: 0.001 -> "1e-3", 3e-05 -> "3e-5", 16 -> "16", 0.1 -> "0.1"."""
+    if isinstance(value, float) and value != 0 and abs(value) < 1e-2:
+        mantissa, exponent = f"{value:.6e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
 
 def aggregate(
     trials: pd.DataFrame, *, model: str | None = None, task: str | None = None, budget: Budget | None = None
@@ -74,7 +105,7 @@ def aggregate(
     Filters: `model`, `task`, and `budget` (knob-less trials have no budget and always stay: they are the
     references every budget is compared with).
     """
-    best: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
+    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}  # cell key -> config key -> rows
     for row in trials.to_dict("records"):
         metric = row.get("primary_metric")
         score = row.get(f"metric.{metric}") if isinstance(metric, str) else None
@@ -84,28 +115,57 @@ def aggregate(
             continue
         if budget is not None and row["budget"] is not None and row["budget"] != budget:
             continue
-        signed = score if metric_info(metric).higher_is_better else -score  # larger is better either way
-        key = (row["model"], row["task"], row["variant"], row["budget"], row["seed"])
-        if key not in best or signed > best[key][0]:  # ties keep the first grid point
-            best[key] = (signed, row)
+        key = (row["model"], row["task"], row["variant"], row["budget"])
+        config = row.get("config_key") or row["trial_id"]
+        groups.setdefault(key, {}).setdefault(config, []).append(row)
+    return [_cell(key, configs) for key, configs in groups.items()]
 
-    seeds: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for (m, t, v, b, _seed), (_score, row) in best.items():
-        seeds.setdefault((m, t, v, b), []).append(row)
-    cells = []
-    for (m, t, v, b), rows in seeds.items():
-        metric = rows[0]["primary_metric"]
-        stats = seed_stats(r[f"metric.{metric}"] for r in rows)
-        cells.append(
-            Cell(
-                model=m, task=t, variant=v, method=rows[0]["method"], budget=b, metric=metric,
-                mean=stats.mean, std=stats.std or 0.0, n=stats.n,
-                params=int(statistics.median(_count(r.get("trainable_params")) for r in rows)),
-                memory_bytes=_positive_mean(r.get("peak_memory_bytes") for r in rows),
-                train_seconds=_positive_mean(r.get("train_seconds") for r in rows),
-            )
-        )  # fmt: skip
-    return cells
+
+def _cell(key: tuple[Any, ...], configs: dict[str, list[dict[str, Any]]]) -> Cell:
+    """Choose the config with the best mean selection score (ties: the first seen) and describe it."""
+    rows = [r for config_rows in configs.values() for r in config_rows]
+    metric = rows[0]["primary_metric"]
+    fraction = min(_heldout_fraction(r) for r in rows)
+    # Held-out selection only when every trial of the cell held out a slice and scored it: a mixed cell
+    # would rank configs on different data, so it falls back to dev (the suite's rule is one per run).
+    heldout = fraction > 0 and all(_measured(r.get(f"metric.{HELDOUT_PREFIX}{metric}")) for r in rows)
+    select = f"{HELDOUT_PREFIX}{metric}" if heldout else metric
+    sign = 1.0 if metric_info(metric).higher_is_better else -1.0  # larger signed score is better either way
+
+    best_rows, best_mean = None, None
+    for config_rows in configs.values():
+        mean = seed_stats(r[f"metric.{select}"] for r in config_rows).mean
+        if mean is not None and (best_mean is None or sign * mean > sign * best_mean):  # ties keep the first
+            best_rows, best_mean = config_rows, mean
+    assert best_rows is not None  # every row has a measured dev score, and held-out only when all are measured
+
+    m, t, v, b = key
+    stats = seed_stats(r[f"metric.{metric}"] for r in best_rows)
+    return Cell(
+        model=m, task=t, variant=v, method=best_rows[0]["method"], budget=b, metric=metric,
+        mean=stats.mean, std=stats.std or 0.0, n=stats.n,
+        params=int(statistics.median(_count(r.get("trainable_params")) for r in best_rows)),
+        memory_bytes=_positive_mean(r.get("peak_memory_bytes") for r in best_rows),
+        train_seconds=_positive_mean(r.get("train_seconds") for r in best_rows),
+        chosen=_grid(best_rows[0]), selection="heldout" if heldout else "dev",
+        trial_ids=tuple(r["trial_id"] for r in best_rows), n_configs=len(configs),
+        heldout_fraction=fraction if heldout else 0.0, selection_score=best_mean,
+    )  # fmt: skip
+
+
+def _heldout_fraction(row: dict[str, Any]) -> float:
+    """The trial's held-out share; tables from before the setting have no column or null: 0 (dev)."""
+    value = row.get("train.heldout_fraction")
+    return float(value) if _measured(value) else 0.0
+
+
+def _grid(row: dict[str, Any]) -> dict[str, Any]:
+    """The row's grid point: from its parsed spec, else from the `grid` JSON column ({} when empty)."""
+    spec = row.get("spec")
+    if isinstance(spec, TrialSpec):
+        return dict(spec.grid)
+    text = row.get("grid")
+    return dict(json.loads(text)) if isinstance(text, str) and text.strip() else {}
 
 
 def _measured(value: Any) -> bool:

@@ -15,6 +15,17 @@ that happen to agree closely never turn a 0.1-point wobble into a CI failure; pa
 pure spread rule. Only the primary metric gates the exit code; the others are reported. Points of a
 hyper-parameter grid are separate configs (the `settings` field names what tells them apart).
 
+When both folders hold dev predictions (predictions.parquet) for every finished seed of a config, and the
+primary metric can be computed from them (not `eval_loss`), its band comes from a paired bootstrap of
+new - base over the shared dev examples, pooled over each side's seeds (`sift_bench.significance`, 95%
+percentile interval [low, high]). The band is the distance from the change to the interval's end on the
+side of 0, floored by `tolerance`:
+
+    band = max(tolerance, high - delta if delta < 0 else delta - low)
+
+so |delta| > band exactly when the interval excludes 0 and the change exceeds `tolerance`: the same rule as
+above, with the bootstrap's spread in place of the seeds'. Each change records which band it used.
+
 A config also regresses when a seed that finished in the baseline failed in the new run ("newly failed"),
 when it is absent from the new run ("missing"), or when its mean train time / peak memory grew by more
 than a ratio (`time_threshold`, `memory_threshold`; 0 turns the check off) and by more than a small
@@ -29,13 +40,14 @@ from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, Field
-from rich.table import Table
 
 from sift_bench.aggregate import seed_stats
+from sift_bench.compare_report import summary_line, to_markdown, to_rich
 from sift_bench.errors import SiftBenchError
 from sift_bench.metrics import metric_info
 from sift_bench.registry import did_you_mean
-from sift_bench.results import RunTables, load_run
+from sift_bench.results import RunTables, load_run, read_predictions
+from sift_bench.significance import BootstrapResult, TrialPredictions, paired_bootstrap
 from sift_bench.spec import Budget, TrialSpec
 
 # Absolute slack for the resource checks: below these, a ratio says nothing (a 0.2 s trial taking 0.4 s).
@@ -44,7 +56,14 @@ MIN_MEMORY_DELTA_BYTES = 16 * 2**20
 # Columns of `metric.*` that are bookkeeping, not scores.
 NOT_METRICS = frozenset({"epoch", "step"})
 
+# The renderings live in compare_report; re-exported so callers import everything `compare` from here.
+__all__ = [
+    "Comparison", "ConfigComparison", "MetricChange", "compare_paths", "compare_runs", "judge",
+    "summary_line", "to_markdown", "to_rich",
+]  # fmt: skip
+
 Verdict = Literal["improved", "regressed", "noise", "n/a"]
+BandKind = Literal["seed std", "bootstrap"]
 Status = Literal["compared", "missing", "new", "newly_failed", "still_failing", "fixed"]
 
 
@@ -74,6 +93,11 @@ class MetricChange(BaseModel):
     new_n: int = 0
     delta: float | None = Field(None, description="new - base in display units (points for percent metrics).")
     band: float | None = Field(None, description="Noise band the |delta| is judged against.")
+    band_kind: BandKind | None = Field(None, description="What the band comes from (see the module docstring).")
+    ci_low: float | None = Field(None, description="Bootstrap interval of new - base (display units).")
+    ci_high: float | None = None
+    n_examples: int | None = Field(None, description="Dev examples the bootstrap resampled.")
+    band_note: str | None = Field(None, description="Why the bootstrap was not used although predictions exist.")
     verdict: Verdict = "n/a"
 
 
@@ -148,8 +172,17 @@ class Comparison(BaseModel):
 # ----------------------------------------------------------------------------- comparing
 
 
-def judge(metric: str, base: list[float], new: list[float], *, primary: bool, tolerance: float) -> MetricChange:
-    """Compare one metric's per-seed values (raw units); see the module docstring for the band."""
+def judge(
+    metric: str,
+    base: list[float],
+    new: list[float],
+    *,
+    primary: bool,
+    tolerance: float,
+    bootstrap: BootstrapResult | None = None,
+) -> MetricChange:
+    """Compare one metric's per-seed values (raw units); see the module docstring for the band.
+    `bootstrap` (new - base, raw units) replaces the seed spread when given."""
     info = metric_info(metric)
     scale = 100.0 if info.percent else 1.0
     b, n = seed_stats(v * scale for v in base if v is not None), seed_stats(v * scale for v in new if v is not None)
@@ -163,6 +196,12 @@ def judge(metric: str, base: list[float], new: list[float], *, primary: bool, to
         return change
     band = max([tolerance] + [s for s in (bs, ns) if s is not None])
     delta = nm - bm
+    change.band_kind = "seed std"
+    if bootstrap is not None:
+        lo, hi, d = bootstrap.low * scale, bootstrap.high * scale, bootstrap.diff * scale
+        band = max(tolerance, hi - d if delta < 0 else d - lo)
+        change.band_kind, change.ci_low, change.ci_high = "bootstrap", lo, hi
+        change.n_examples = bootstrap.n_examples
     gain = delta if info.higher_is_better else -delta  # > 0 is better whatever the direction
     change.delta, change.band = delta, band
     change.verdict = "regressed" if gain < -band else "improved" if gain > band else "noise"
@@ -204,11 +243,13 @@ def compare_runs(
     memory_threshold: float = 1.2,
     allow_different_suites: bool = False,
     metric: str | None = None,
+    predictions: tuple[TrialPredictions, TrialPredictions] | None = None,
 ) -> Comparison:
     """Match trials of two runs by config and judge every change; see the module docstring.
 
     `metric` gates on that metric instead of each trial's primary one (e.g. `eval_loss`, which moves with
     every change to training even where a small run's accuracy sits at the majority class).
+    `predictions` (baseline's, new's): read from the two folders when not given.
     """
     if baseline.suite != new.suite and not allow_different_suites:
         raise SiftBenchError(
@@ -229,6 +270,8 @@ def compare_runs(
         known = [c[7:] for c in metric_cols]
         raise SiftBenchError(f"--metric {metric!r} is not in the tables.{did_you_mean(metric, known)} Known: {known}.")
 
+    if predictions is None:
+        predictions = (TrialPredictions(read_predictions(baseline.path)), TrialPredictions(read_predictions(new.path)))
     configs: list[ConfigComparison] = []
     for key in keys:
         spec = specs[key]
@@ -269,7 +312,9 @@ def compare_runs(
                 col = f"metric.{name}"
                 bv = pd.to_numeric(b_ok[col], errors="coerce").tolist() if col in b_ok else []
                 nv = pd.to_numeric(n_ok[col], errors="coerce").tolist() if col in n_ok else []
-                change = judge(name, bv, nv, primary=name == primary, tolerance=tolerance)
+                boot, note = _bootstrap(spec.task, name, b_ok, n_ok, predictions) if name == primary else (None, None)
+                change = judge(name, bv, nv, primary=name == primary, tolerance=tolerance, bootstrap=boot)
+                change.band_note = note
                 if change.base_n or change.new_n:
                     cc.metrics.append(change)
             p = cc.primary
@@ -284,6 +329,20 @@ def compare_runs(
         baseline=str(baseline.path), new=str(new.path), suite=new.suite, tolerance=tolerance,
         time_threshold=time_threshold, memory_threshold=memory_threshold, configs=configs,
     )  # fmt: skip
+
+
+def _bootstrap(
+    task: str, metric: str, b_ok: pd.DataFrame, n_ok: pd.DataFrame, preds: tuple[TrialPredictions, TrialPredictions]
+) -> tuple[BootstrapResult | None, str | None]:
+    """new - base over the shared dev examples when every finished seed on both sides has predictions."""
+    base_sets = preds[0].for_trials(task, metric, b_ok["trial_id"])
+    new_sets = preds[1].for_trials(task, metric, n_ok["trial_id"])
+    if base_sets is None or new_sets is None:
+        return None, None
+    try:
+        return paired_bootstrap(task, metric, new_sets, base_sets), None
+    except SiftBenchError as e:  # e.g. other dev data on one side: the seed spread still judges the means
+        return None, f"bootstrap not used: {e}"
 
 
 def _primary(b_ok: pd.DataFrame, n_ok: pd.DataFrame) -> str | None:
@@ -326,106 +385,3 @@ def _mib(b: float) -> str:
 
 def compare_paths(baseline: str | Path, new: str | Path, **kwargs: Any) -> Comparison:
     return compare_runs(load_run(baseline), load_run(new), **kwargs)
-
-
-# ----------------------------------------------------------------------------- rendering
-
-_STYLE = {"improved": "green", "regressed": "bold red", "noise": "dim", "n/a": "dim"}
-
-
-def _fmt(mean: float | None, std: float | None, n: int) -> str:
-    if mean is None:
-        return "-"
-    s = f"{mean:.2f}"
-    if std is not None:
-        s += f" ± {std:.2f}"
-    return f"{s} (n={n})"
-
-
-def _fmt_delta(m: MetricChange | None) -> str:
-    if m is None or m.delta is None:
-        return "-"
-    return f"{m.delta:+.2f}{m.unit}"
-
-
-def _cells(c: ConfigComparison) -> dict[str, str]:
-    p = c.primary
-    # Only the other metrics that moved (at display precision): the JSON output has them all.
-    others = ", ".join(
-        f"{m.metric} {_fmt_delta(m)}" for m in c.metrics if not m.primary and m.delta and abs(m.delta) >= 0.005
-    )
-    res = []
-    if c.time_ratio:
-        res.append(f"time x{c.time_ratio:.2f}")
-    if c.memory_ratio:
-        res.append(f"mem x{c.memory_ratio:.2f}")
-    status = c.status if c.status != "compared" else (p.verdict if p else "n/a")
-    return {
-        "task": c.task, "method": c.method, "budget": c.budget, "model": c.model, "settings": c.settings,
-        "metric": p.metric if p else "-",
-        "baseline": _fmt(p.base_mean, p.base_std, p.base_n) if p else "-",
-        "new": _fmt(p.new_mean, p.new_std, p.new_n) if p else "-",
-        "delta": _fmt_delta(p), "band": f"±{p.band:.2f}" if p and p.band is not None else "-",
-        "verdict": "REGRESSED" if c.regressed else status,
-        "resources": ", ".join(res), "others": others, "notes": "; ".join(c.flags),
-    }  # fmt: skip
-
-
-def _columns(cmp: Comparison) -> list[str]:
-    cols = ["task", "method", "budget"]
-    if len({c.model for c in cmp.configs}) > 1:
-        cols.append("model")
-    if any(c.settings for c in cmp.configs):
-        cols.append("settings")
-    cols += ["metric", "baseline", "new", "delta", "band", "verdict", "resources"]
-    if any(_cells(c)["others"] for c in cmp.configs):
-        cols.append("others")
-    return [*cols, "notes"]
-
-
-def summary_line(cmp: Comparison) -> str:
-    k = cmp.counts()
-    head = "REGRESSION" if cmp.regressed else "OK"
-    return (
-        f"{head}: {k['regressed']} of {k['configs']} configs regressed "
-        f"({k['newly_failed']} newly failed, {k['missing']} missing, {k['slower']} slower, "
-        f"{k['more_memory']} more memory); {k['improved']} improved, {k['noise']} within noise, "
-        f"{k['new']} new."
-    )
-
-
-def to_rich(cmp: Comparison) -> Table:
-    cols = _columns(cmp)
-    table = Table(title=f"{cmp.suite}: {cmp.baseline} -> {cmp.new}")
-    for col in cols:
-        table.add_column(col, justify="right" if col in ("baseline", "new", "delta", "band") else "left")
-    for c in cmp.configs:
-        cells = _cells(c)
-        verdict = "regressed" if c.regressed else (c.primary.verdict if c.primary else "n/a")
-        style = _STYLE.get(verdict, "")
-        if c.status in ("missing", "newly_failed") or c.regressed:
-            style = "bold red"
-        elif c.status in ("new", "fixed"):
-            style = "cyan"
-        cells["resources"] = cells["resources"].replace(", ", "\n")  # one ratio per line in a terminal
-        table.add_row(*[cells[col] for col in cols], style=style)
-    return table
-
-
-def to_markdown(cmp: Comparison) -> str:
-    cols = _columns(cmp)
-    lines = [
-        f"### {cmp.suite}: `{cmp.baseline}` -> `{cmp.new}`",
-        "",
-        f"**{summary_line(cmp)}** (tolerance {cmp.tolerance} pt, time x{cmp.time_threshold}, "
-        f"memory x{cmp.memory_threshold})",
-        "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-    ]
-    for c in cmp.configs:
-        cells = _cells(c)
-        if c.regressed:
-            cells["verdict"] = "**REGRESSED**"
-        lines.append("| " + " | ".join(cells[col].replace("|", "\\|") for col in cols) + " |")
-    return "\n".join(lines) + "\n"

@@ -26,8 +26,9 @@ from sift_bench.aggregate import Cell, aggregate
 from sift_bench.compare import Comparison, compare_runs, summary_line
 from sift_bench.errors import SiftBenchError
 from sift_bench.leaderboard import build as build_leaderboard
+from sift_bench.leaderboard import selection_rules
 from sift_bench.metrics import metric_info
-from sift_bench.results import atomic_write_text, load_run
+from sift_bench.results import atomic_write_text, load_run, read_predictions
 from sift_bench.spec import Budget
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -53,12 +54,13 @@ pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 0.85em; }
 
 def cell_frame(cells: list[Cell]) -> pd.DataFrame:
     """The aggregated cells as a frame for the plots: `method` is the variant label, `mean`/`std` are in
-    display units (points for % metrics)."""
-    cols = ["model", "task", "method", "budget", "metric", "mean", "std", "n", "params", "memory_mib", "seconds"]
+    display units (points for % metrics), `chosen` the grid point chosen ("" without a grid)."""
+    cols = ["model", "task", "method", "budget", "metric", "mean", "std", "n", "params", "memory_mib", "seconds",
+            "chosen", "selection"]  # fmt: skip
     rows = [
         [c.model, c.task, c.variant, Budget.text(c.budget), c.metric, *c.display(), c.n, c.params,
          math.nan if c.memory_bytes is None else c.memory_bytes / 2**20,
-         math.nan if c.train_seconds is None else c.train_seconds]
+         math.nan if c.train_seconds is None else c.train_seconds, c.chosen_text(), c.selection]
         for c in cells
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
@@ -72,10 +74,16 @@ def _method_colors(methods: list[str]) -> dict[str, str]:
 # ----------------------------------------------------------------------------- sections
 
 
-def leaderboard_html(trials: pd.DataFrame) -> str:
-    """The Table-2-style leaderboard of `sift_bench.leaderboard` (same numbers as `sift-bench leaderboard`)."""
+def _hover(budget: str, n: int, chosen: str) -> str:
+    """A point's hover line: its budget, seeds and chosen grid point."""
+    return f"budget {budget}, n={n}" + (f", {chosen}" if chosen else "")
+
+
+def leaderboard_html(trials: pd.DataFrame, predictions: list[dict[str, Any]] | None = None) -> str:
+    """The Table-2-style leaderboard of `sift_bench.leaderboard` (same numbers, chosen grid points and
+    significance marks as `sift-bench leaderboard`)."""
     try:
-        board = build_leaderboard(trials)
+        board = build_leaderboard(trials, predictions=predictions)
     except SiftBenchError:
         return "<p>No finished trials yet.</p>"
     head = board.header()
@@ -89,10 +97,8 @@ def leaderboard_html(trials: pd.DataFrame) -> str:
         out += [f"<td{' class=l' if i < n_left else ''}>{html.escape(c)}</td>" for i, c in enumerate(cells)]
         out.append("</tr>")
     out.append("</tbody></table>")
-    out.append(
-        '<p class="meta">Mean ± std over seeds of each task\'s primary metric (best dev epoch, best grid point '
-        "per seed); * = average over the tasks present; params exclude the task head.</p>"
-    )
+    footer = [*board.footer(), "Params exclude the task head."]
+    out += [f'<p class="meta lb-note">{html.escape(line)}</p>' for line in footer]
     return "".join(out)
 
 
@@ -110,7 +116,7 @@ def budget_curves(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
                     go.Scatter(
                         x=m["params"], y=m["mean"], error_y={"type": "data", "array": m["std"], "visible": True},
                         mode="lines+markers", name=method, line={"color": colors[method]},
-                        text=[f"budget {b}, n={n}" for b, n in zip(m["budget"], m["n"], strict=True)],
+                        text=[_hover(b, n, ch) for b, n, ch in zip(m["budget"], m["n"], m["chosen"], strict=True)],
                         hovertemplate="%{y:.2f} at %{x:,.0f} params<br>%{text}<extra>" + method + "</extra>",
                     )
                 )  # fmt: skip
@@ -119,7 +125,8 @@ def budget_curves(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
                     go.Scatter(
                         x=[positive.min() / 2, positive.max() * 2], y=[m["mean"].mean()] * 2, mode="lines", name=method,
                         line={"color": colors[method], "dash": "dot"},
-                        hovertemplate="%{y:.2f} (head only)<extra>" + method + "</extra>",
+                        text=[_hover("-", m["n"].iat[0], m["chosen"].iat[0])] * 2,
+                        hovertemplate="%{y:.2f} (head only)<br>%{text}<extra>" + method + "</extra>",
                     )
                 )  # fmt: skip
         log = not positive.empty
@@ -160,7 +167,7 @@ def pareto_plots(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
                     go.Scatter(
                         x=m[xcol], y=m["mean"], mode="markers", name=method, legendgroup=method,
                         showlegend=col == 1, marker={"color": colors[method], "size": 9},
-                        text=[f"budget {b}" for b in m["budget"]],
+                        text=[_hover(b, n, ch) for b, n, ch in zip(m["budget"], m["n"], m["chosen"], strict=True)],
                         hovertemplate="%{y:.2f}, %{x:.1f}<br>%{text}<extra>" + method + "</extra>",
                     ),
                     row=1, col=col,
@@ -274,7 +281,8 @@ def build_dashboard(
         )
     runs = [load_run(r) for r in results]
     run = runs[-1]
-    cfg = cell_frame(aggregate(run.trials))
+    cells = aggregate(run.trials)
+    cfg = cell_frame(cells)
     colors = _method_colors(list(cfg["method"].unique()))
     figs: list[tuple[str, go.Figure]] = []
 
@@ -294,10 +302,12 @@ def build_dashboard(
         if fig is not None:
             figs.append(("regression-plot", fig))
             body.append('<div id="regression-plot-slot"></div>')
-    body += ['<h2 id="leaderboard-section">Leaderboard</h2>', leaderboard_html(run.trials)]
+    body += ['<h2 id="leaderboard-section">Leaderboard</h2>', leaderboard_html(run.trials, read_predictions(run.path))]
+    rules = " ".join(selection_rules(cells))
     body.append(
         '<h2 id="budget-curves">Budget curves</h2><p class="meta">Metric vs trainable parameters (task head '
-        "excluded), one line per method; error bars: std over seeds (the paper's Figure 6).</p>"
+        "excluded), one line per method; error bars: std over seeds (the paper's Figure 6); hover for the "
+        f'grid point chosen.</p><p class="meta" id="selection-rule">{html.escape(rules)}</p>'
     )
     for i, fig in enumerate(budget_curves(cfg, colors)):
         figs.append((f"budget-{i}", fig))

@@ -54,6 +54,8 @@ def expand(suite: Suite) -> list[TrialSpec]:
         # `{sparsity: 0.008}` are one trial, and a budget never meets an explicit knob option in the trial.
         options = method.options.model_validate(entry.options()).model_dump(mode="json", exclude_defaults=True)
         train = {**base, **patch_values(task_entry.train), **patch_values(entry.train)}
+        if suite.selection == "heldout":
+            train.setdefault("heldout_fraction", suite.heldout_fraction)
         for ov in suite.overrides:
             w = ov.when
             if _matches(w.model, model) and _matches(w.task, task) and _matches(w.method, label, method_name):

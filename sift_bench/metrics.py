@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sift_bench.registry import Registry
 
@@ -28,6 +28,15 @@ METRICS.add("eval_loss", MetricInfo("eval_loss", higher_is_better=False, percent
 METRICS.add("train_loss", MetricInfo("train_loss", higher_is_better=False, percent=False))
 
 
+# A trial that selects on a held-out slice of the training set reports that slice's metrics under this prefix.
+HELDOUT_PREFIX = "heldout_"
+
+
 def metric_info(name: str) -> MetricInfo:
-    """Info for a registered metric; unknown metrics are treated as higher-is-better scores."""
-    return METRICS.get(name) if name in METRICS else MetricInfo(name)
+    """Info for a registered metric; `heldout_<x>` shares x's direction and display; unknown metrics are treated
+    as higher-is-better scores."""
+    if name in METRICS:
+        return METRICS.get(name)
+    if name.startswith(HELDOUT_PREFIX) and len(name) > len(HELDOUT_PREFIX):
+        return replace(metric_info(name[len(HELDOUT_PREFIX) :]), name=name)
+    return MetricInfo(name)

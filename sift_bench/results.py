@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sift_bench.errors import SiftBenchError
@@ -33,6 +34,7 @@ from sift_bench.schema import (
     REQUIRED_COLUMNS,
     eval_rows,
     now_utc,
+    prediction_rows,
     row_spec,
     trial_row,
     trials_schema,
@@ -76,13 +78,19 @@ def _write_table(path: Path, table: pa.Table) -> None:
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
+def _read_arrow(path: Path, schema: pa.Schema | None = None) -> pa.Table:
+    """The table at `path` (cast to `schema` when given); a damaged or foreign file is a SiftBenchError."""
     try:
-        return pq.read_table(path).to_pylist()
-    except (pa.ArrowException, OSError, ValueError) as e:
+        table = pq.read_table(path)
+        return table.select(schema.names).cast(schema) if schema is not None else table
+    except (pa.ArrowException, OSError, ValueError, KeyError) as e:
         raise SiftBenchError(
             f"Cannot read {path}: {e}. The file is damaged or not a sift-bench table: {DAMAGED_FIX}."
         ) from None
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    return _read_arrow(path).to_pylist()
 
 
 def _results_dir(root: str | Path) -> Path:
@@ -138,7 +146,8 @@ def read_predictions(root: str | Path) -> list[dict[str, Any]]:
 
 
 def write_predictions(root: str | Path, rows: list[dict[str, Any]]) -> Path:
-    """Write predictions.parquet (zero rows included: the table then says "none", not "unknown")."""
+    """Write predictions.parquet whole (zero rows included: the table then says "none", not "unknown").
+    A run adds each trial's rows through `ResultStore.add`; this is for tables made outside a run."""
     path = Path(root) / PREDICTIONS_FILE
     _write_table(path, pa.Table.from_pylist(rows, schema=PREDICTIONS_SCHEMA))
     return path
@@ -172,6 +181,7 @@ class ResultStore:
         self.root = Path(root)
         self._trials: dict[str, dict[str, Any]] = {}
         self._evals: dict[str, list[dict[str, Any]]] = {}
+        self._predictions: pa.Table | None = None  # read on the first trial that needs it (it can be large)
         if self.trials_path.is_file():
             self._trials = {row["trial_id"]: row for row in _trial_rows(self.trials_path)}
         for row in read_evals(self.root):
@@ -184,6 +194,10 @@ class ResultStore:
     @property
     def evals_path(self) -> Path:
         return self.root / EVALS_FILE
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.root / PREDICTIONS_FILE
 
     @property
     def manifest_path(self) -> Path:
@@ -207,10 +221,29 @@ class ResultStore:
     # ---- writing
 
     def add(self, result: TrialResult) -> None:
-        """Record one finished trial (replacing an earlier attempt) and rewrite both tables atomically."""
+        """Record one finished trial (replacing an earlier attempt): its predictions first, then its trials
+        and evals rows, each table rewritten atomically. A crash in between leaves predictions of a trial
+        not yet marked done (it reruns and replaces them), never a finished trial without its predictions."""
+        self._replace_predictions(result)
         self._trials[result.trial_id] = trial_row(result)
         self._evals[result.trial_id] = eval_rows(result)
         self.flush()
+
+    def _replace_predictions(self, result: TrialResult) -> None:
+        """predictions.parquet with this trial's rows in place of any earlier attempt's. Untouched when
+        the trial predicted nothing and had no rows (instruction tasks never create the file)."""
+        new = pa.Table.from_pylist(prediction_rows(result), schema=PREDICTIONS_SCHEMA)
+        if self._predictions is None:
+            path = self.predictions_path
+            self._predictions = (
+                _read_arrow(path, PREDICTIONS_SCHEMA) if path.is_file() else PREDICTIONS_SCHEMA.empty_table()
+            )
+        earlier = pc.equal(self._predictions["trial_id"], result.trial_id)
+        if new.num_rows == 0 and not pc.any(earlier).as_py():
+            return
+        table = pa.concat_tables([self._predictions.filter(pc.invert(earlier)), new])
+        _write_table(self.predictions_path, table)
+        self._predictions = table
 
     def flush(self) -> None:
         rows = list(self._trials.values())

@@ -7,6 +7,10 @@ On Ray, the Tune param space is just the trial ids (`grid_search`), the specs tr
 `tune.with_parameters`, and each trial asks `tune.with_resources` for its own `cpu`/`gpu`. A trial whose
 result says `failed` raises after reporting, so Tune retries it up to `max_failures` times; the suite
 itself never stops for a failed trial (`FailureConfig(fail_fast=False)`).
+
+Where and when a trial ran is the scheduler's to say, so it stamps each result: `started_at` (both), and on
+Ray the GPU ids Ray assigned (`gpu_ids`) and the node (`node`); a Ray trial whose CUDA_VISIBLE_DEVICES is
+not exactly its assigned ids fails before it starts, since it would train on a GPU it was not given.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from sift_bench.cluster import ray_session
@@ -55,6 +60,25 @@ def failed_result(spec: TrialSpec, error: str) -> TrialResult:
     return TrialResult(trial_id=spec.trial_id, spec=spec, status="failed", error=error)
 
 
+def utc_now() -> str:
+    """ISO-8601 UTC to the millisecond: start times of trials a second apart must still order correctly."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def device_mismatch(gpu_ids: list[str], visible: str | None) -> str | None:
+    """Why a trial must not run on the GPUs it sees, or None: with GPUs assigned, CUDA_VISIBLE_DEVICES must
+    name exactly them (Ray sets it so, unless RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES or a node's own
+    setup overrides it)."""
+    if not gpu_ids or visible == ",".join(gpu_ids):
+        return None
+    shown = "unset" if visible is None else repr(visible)
+    return (
+        f"Ray assigned GPU id(s) {','.join(gpu_ids)} to this trial but CUDA_VISIBLE_DEVICES is {shown}, so it "
+        "would train on a GPU it was not given. Check the node's environment: unset "
+        "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES overrides in the worker setup."
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Serial: in-process, for debugging and for machines without Ray.
 
@@ -77,12 +101,15 @@ class SerialScheduler:
             events.started(spec)
             seconds = 0.0
             for attempt in range(self.max_failures + 1):
+                started_at = utc_now()
                 t0 = time.perf_counter()
                 try:
                     result = run_trial(spec)
                 except Exception:  # run_trial should not raise; if it does, it is that trial's failure
                     result = failed_result(spec, traceback.format_exc())
                 seconds += time.perf_counter() - t0
+                # In this process: no GPU ids were assigned (the trial sees every GPU) and there is no node.
+                result = result.model_copy(update={"started_at": started_at, "gpu_ids": [], "node": None})
                 if result.status == "ok" or attempt == self.max_failures:
                     break
                 events.retrying(spec, result)
@@ -108,6 +135,7 @@ def configure_ray_driver() -> None:
 
 def _trainable(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
     """Runs in a Ray worker: one trial, reported once; a failed trial raises so Tune retries it."""
+    import ray
     from ray import tune
 
     from sift_bench.trial import run_trial
@@ -117,9 +145,14 @@ def _trainable(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None
     if orig and os.path.isdir(orig):
         os.chdir(orig)
     spec = TrialSpec.model_validate(specs[config["trial_id"]])
+    context = ray.get_runtime_context()
+    gpu_ids = [str(i) for i in context.get_accelerator_ids().get("GPU", [])]
+    started_at = utc_now()
     t0 = time.perf_counter()
-    result = run_trial(spec)
+    mismatch = device_mismatch(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    result = failed_result(spec, mismatch) if mismatch else run_trial(spec)
     seconds = time.perf_counter() - t0
+    result = result.model_copy(update={"gpu_ids": gpu_ids, "node": context.get_node_id(), "started_at": started_at})
     _release_memory()  # the actor is reused for the next trial (reuse_actors=True)
     tune.report({"sift_result": result.model_dump_json(), "sift_trial_seconds": seconds})
     if result.status != "ok":

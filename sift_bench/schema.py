@@ -24,25 +24,35 @@ trials.parquet -- one row per trial (the latest attempt of each trial id; a reru
     spec                str    JSON of the full TrialSpec (variant and grid included), enough to rerun the trial
     primary_metric      str    name of the task's primary metric: its score is the `metric.<name>` column
     best_epoch          int64  1-based epoch whose dev metrics are reported
+    scored_epoch        int64  1-based epoch whose weights the evaluators (MMLU, HumanEval) scored; null
+                               when the trial ran none
     metric.<name>       float  one column per best-epoch metric (metric.f1, metric.accuracy, ...)
     train_seconds       float
     eval_seconds        float
     tokens_per_second   float
     peak_memory_bytes   int64
     device              str
+    gpu_ids             list<str>  accelerator ids Ray assigned the trial (what it saw in CUDA_VISIBLE_DEVICES);
+                               [] on a CPU trial and under --serial
+    node                str    the Ray node id that ran the trial; null under --serial
+    started_at          str    ISO-8601 UTC time the trial's (last) attempt started
     status              str    "ok" or "failed"
     error               str    error text of a failed trial, else null
     schema_version      int64  sift_bench.spec.SCHEMA_VERSION the row was first written with
     finished_at         str    ISO-8601 UTC time the driver recorded the row
 
-Schema-1 rows (before `config_key`; with a `primary_value` column that repeated the primary metric) are
-upgraded as they are read: variant and grid go into the spec, config_key is computed, primary_value dropped.
+Older rows are upgraded as they are read. Schema 1 (before `config_key`; with a `primary_value` column that
+repeated the primary metric): variant and grid go into the spec, config_key is computed, primary_value dropped.
+Schema 1 and 2 (before gpu_ids, node, started_at, scored_epoch and train.heldout_fraction): gpu_ids is [],
+the others null, and a train.<field> column added later holds the field's default.
 
 evals.parquet -- one row per trial x epoch x metric: trial_id str, epoch int64 (1-based), metric str, value float
 
-predictions.parquet -- one row per trial x split x example (optional; no trial writes it yet):
+predictions.parquet -- one row per trial x split x example of the best epoch's dev predictions:
     trial_id str, split str, example int64 (0-based row of the split), prediction str, label str (text, so
-    class ids, regression values and generations share one table)
+    class ids and regression values share one table). Only tasks with per-example predictions write rows
+    (GLUE classification and regression); instruction tasks (a loss, not a prediction) write none. The
+    driver writes a trial's rows before its trials row, and a rerun replaces the trial's earlier rows.
 
 manifest.json -- suite name, suite file path and sha256, package versions, git commit (+ git_dirty),
     hardware of the driver, and a `runs` list with one entry per `sift-bench run` into this folder
@@ -90,6 +100,7 @@ _FIXED_MID: list[tuple[str, pa.DataType]] = [
     ("spec", pa.string()),
     ("primary_metric", pa.string()),
     ("best_epoch", pa.int64()),
+    ("scored_epoch", pa.int64()),
 ]
 _FIXED_TAIL: list[tuple[str, pa.DataType]] = [
     ("train_seconds", pa.float64()),
@@ -97,6 +108,9 @@ _FIXED_TAIL: list[tuple[str, pa.DataType]] = [
     ("tokens_per_second", pa.float64()),
     ("peak_memory_bytes", pa.int64()),
     ("device", pa.string()),
+    ("gpu_ids", pa.list_(pa.string())),
+    ("node", pa.string()),
+    ("started_at", pa.string()),
     ("status", pa.string()),
     ("error", pa.string()),
     ("schema_version", pa.int64()),
@@ -176,11 +190,15 @@ def trial_row(result: TrialResult) -> dict[str, Any]:
         "spec": _json(spec.model_dump(mode="json")),
         "primary_metric": result.primary_metric,
         "best_epoch": result.best_epoch,
+        "scored_epoch": result.scored_epoch,
         "train_seconds": result.train_seconds,
         "eval_seconds": result.eval_seconds,
         "tokens_per_second": result.tokens_per_second,
         "peak_memory_bytes": result.peak_memory_bytes,
         "device": result.device,
+        "gpu_ids": list(result.gpu_ids),
+        "node": result.node,
+        "started_at": result.started_at,
         "status": result.status,
         "error": result.error,
         "schema_version": result.schema_version,
@@ -203,6 +221,11 @@ def eval_rows(result: TrialResult) -> list[dict[str, Any]]:
     return rows
 
 
+def prediction_rows(result: TrialResult) -> list[dict[str, Any]]:
+    """One predictions.parquet row per example the trial predicted (none for tasks without predictions)."""
+    return [{"trial_id": result.trial_id, **p.model_dump()} for p in result.predictions]
+
+
 def row_spec(row: dict[str, Any], source: Path) -> TrialSpec:
     """The TrialSpec stored in a row's `spec` JSON; a bad one names the file, the row and the fix."""
     try:
@@ -214,11 +237,25 @@ def row_spec(row: dict[str, Any], source: Path) -> TrialSpec:
         ) from None
 
 
+# What a row written before schema 3 holds in the columns added then (train.<field> columns: the default).
+_ADDED_IN_3: dict[str, Any] = {"scored_epoch": None, "gpu_ids": [], "node": None, "started_at": None}
+_TRAIN_DEFAULTS = {f"train.{name}": value for name, value in TrainSettings().model_dump(mode="json").items()}
+
+
 def upgrade_row(row: dict[str, Any], source: Path) -> dict[str, Any]:
     """A row in the current schema: schema-1 rows get their variant and grid into the spec and a
-    config_key, and lose `primary_value` (it repeated `metric.<primary_metric>`). Current rows pass through."""
-    if row.get("config_key") and "primary_value" not in row:
-        return row
+    config_key, and lose `primary_value` (it repeated `metric.<primary_metric>`); rows before schema 3 get
+    the columns added since (see the module docstring). Current rows come back with the same values."""
+    if not row.get("config_key") or "primary_value" in row:
+        row = _upgrade_schema_1(row, source)
+    row = dict(row)
+    for name, value in (_ADDED_IN_3 | _TRAIN_DEFAULTS).items():
+        row.setdefault(name, value)
+    row["gpu_ids"] = list(row["gpu_ids"] or [])  # a null list (a hand-made row) reads as "none assigned"
+    return row
+
+
+def _upgrade_schema_1(row: dict[str, Any], source: Path) -> dict[str, Any]:
     row = {k: v for k, v in row.items() if k != "primary_value"}
     spec = row_spec(row, source)
     row["variant"] = row.get("variant") or spec.label

@@ -33,7 +33,8 @@ from sift_bench.errors import SiftBenchError
 
 # 2: `primary_value` dropped (the score is the `metric.<primary_metric>` column), `config_key` added,
 # variant and grid inside the spec. Readers upgrade schema-1 rows (sift_bench.results).
-SCHEMA_VERSION = 2
+# 3: gpu_ids, node, started_at, scored_epoch columns; train.heldout_fraction; predictions.parquet written.
+SCHEMA_VERSION = 3
 
 _PERCENT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*%$")
 _GROUPED = re.compile(r"^\d{1,3}(?:([,_])\d{3})(?:\1\d{3})*$")  # 1,000,000 or 1_000_000
@@ -196,6 +197,11 @@ class TrainSettings(Strict):
     gradient_checkpointing: bool = False
     max_train_samples: int | None = Field(None, ge=1, description="Use the first N training examples.")
     max_eval_samples: int | None = Field(None, ge=1, description="Use the first N dev examples.")
+    heldout_fraction: float = Field(
+        0.0, ge=0, lt=1,
+        description="Share of the training examples held out to pick the best epoch and grid point (0: pick on "
+        "dev). Set by a suite's `selection: heldout`.",
+    )  # fmt: skip
 
 
 class Resources(Strict):
@@ -228,7 +234,12 @@ class TrialSpec(Strict):
 
     def identity(self) -> dict[str, Any]:
         """What determines the result; hashed into `trial_id`."""
-        return self.model_dump(mode="json", exclude=_NOT_IN_IDENTITY)
+        data = self.model_dump(mode="json", exclude=_NOT_IN_IDENTITY)
+        # Settings added after trials were first recorded count only when set, so older trial ids stay valid.
+        for name, default in _LATER_TRAIN_FIELDS.items():
+            if data["train"].get(name) == default:
+                del data["train"][name]
+        return data
 
     @property
     def trial_id(self) -> str:
@@ -241,6 +252,19 @@ class TrialSpec(Strict):
     @property
     def config_key(self) -> str:
         return _hash(self.config_identity())
+
+
+# TrainSettings fields added after schema 2, with the default that leaves them out of the trial id.
+_LATER_TRAIN_FIELDS: dict[str, Any] = {"heldout_fraction": 0.0}
+
+
+class Prediction(Strict):
+    """One dev example's prediction at the reported (best) epoch; text, so labels and values share a column."""
+
+    split: str
+    example: int = Field(ge=0, description="0-based row of the split, as loaded (after max_eval_samples).")
+    prediction: str
+    label: str
 
 
 class TrialResult(Strict):
@@ -262,6 +286,15 @@ class TrialResult(Strict):
     tokens_per_second: float = 0.0
     peak_memory_bytes: int = 0
     device: str = "cpu"
+    gpu_ids: list[str] = Field(default_factory=list, description="Accelerator ids Ray assigned ([] on CPU).")
+    node: str | None = Field(None, description="The Ray node that ran the trial (None outside Ray).")
+    started_at: str | None = Field(None, description="ISO-8601 UTC time the trial started.")
+    scored_epoch: int | None = Field(
+        None, description="The epoch whose weights the evaluators (MMLU, HumanEval) scored; None without them."
+    )
+    predictions: list[Prediction] = Field(
+        default_factory=list, description="Per-example dev predictions of the best epoch (predictions.parquet)."
+    )
     schema_version: int = SCHEMA_VERSION
 
     @model_validator(mode="after")

@@ -8,6 +8,9 @@ trials. Training settings resolve in this order, later winning:
     TrainSettings defaults < suite `train` < `tasks.<task>.train` < `methods.<name>.train`
         < matching `overrides` (in file order) < the grid point
 
+`selection: heldout` gives every trial `heldout_fraction` (default 0.1) unless its settings set one: the trial
+then picks its best epoch on that slice of the training set, and reports dev.
+
 A `methods` entry is the method's options plus a few reserved keys (`method`, `train`, `budgets`, `grid`,
 `resources`). Its key is the method's name, or any label when `method:` names the registered method (so a
 suite can hold variants such as SIFT on different modules).
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 
 from sift_bench.errors import SiftBenchError
@@ -99,6 +102,14 @@ class Suite(Strict):
     evaluators: dict[str, dict[str, Any]] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     data_dir: str | None = None
+    selection: Literal["dev", "heldout"] = Field(
+        "dev",
+        description="What picks each trial's best epoch and each method's grid point: the dev set (reported too, "
+        "so optimistic) or a held-out slice of the training set (dev is then only reported).",
+    )
+    heldout_fraction: float = Field(
+        0.1, gt=0, lt=1, description="With `selection: heldout`: the share of training examples held out."
+    )
     _source: str | None = PrivateAttr(None)  # the file it came from (set by load_suite; not a YAML key)
 
     @property
@@ -113,6 +124,15 @@ class Suite(Strict):
             return {v: {} for v in value}
         if isinstance(value, dict):
             return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @field_validator("heldout_fraction")
+    @classmethod
+    def _heldout_needs_selection(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("selection") != "heldout":
+            raise ValueError(
+                "heldout_fraction applies only with `selection: heldout`; add that line or remove this one"
+            )
         return value
 
     @field_validator("seeds")

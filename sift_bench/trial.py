@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from sift_bench.errors import SiftBenchError
 from sift_bench.methods import METHODS, PrepareContext
 from sift_bench.metrics import metric_info
-from sift_bench.spec import TrainSettings, TrialResult, TrialSpec
+from sift_bench.spec import Prediction, TrainSettings, TrialResult, TrialSpec
 from sift_bench.tasks import TASKS, Batch
 from sift_bench.trial_setup import (
     autocast_for,
@@ -83,7 +83,7 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     validate(spec)
     task = load_task(spec.task)
     record["primary_metric"] = task.primary_metric
-    train_rows, dev_rows = load_rows(task, spec.data_dir, cfg)
+    train_rows, heldout_rows, dev_rows = load_rows(task, spec.data_dir, cfg)
 
     # -- model -------------------------------------------------------------------------------------------
     loaded = load_model_with_head(spec.model, task)
@@ -106,6 +106,11 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     dev_loaders = {
         s: DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate) for s, rows in dev_rows.items()
     }
+    # The held-out slice is scored under the first eval split's name, so its metrics are named like dev's.
+    heldout_loaders = (
+        {task.eval_splits[0]: DataLoader(heldout_rows, batch_size=cfg.eval_batch_size, collate_fn=collate)}
+        if heldout_rows else {}
+    )  # fmt: skip
     autocast = autocast_for(cfg.precision, device)
     loss_fn = make_loss_fn(device, autocast)
 
@@ -138,7 +143,12 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     epochs: list[dict[str, float]] = []
     step, tokens, train_seconds, eval_seconds = 0, 0, 0.0, 0.0
     info = metric_info(task.primary_metric)
-    best: tuple[int, dict[str, float]] | None = None
+    # The best epoch is picked on the held-out slice when there is one, so dev is only reported, never used.
+    select = f"heldout_{task.primary_metric}" if heldout_loaders else task.primary_metric
+    best: tuple[int, dict[str, float], list[Prediction]] | None = None
+    # The evaluators score the best epoch's weights: keep a CPU copy of them while a later epoch may follow.
+    keep_best_weights = bool(spec.evaluators) and math.ceil(cfg.epochs) > 1
+    best_weights: dict[str, torch.Tensor] | None = None
     bar = _progress_bar(show_progress, total_steps, f"{spec.method} {spec.task}")
     with bar as progress:
         for epoch in range(math.ceil(cfg.epochs)):
@@ -175,29 +185,35 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
                 with autocast():
                     return m(**to_device(batch, device))
 
+            predictions: list[Prediction] = []
             metrics = {
                 "epoch": float(epoch + 1),
                 "train_loss": loss_sum / max(micro, 1),
-                **task.evaluate(forward, dev_loaders),
+                **task.evaluate(forward, dev_loaders, predictions=predictions),
             }
+            if heldout_loaders:
+                metrics |= {f"heldout_{k}": v for k, v in task.evaluate(forward, heldout_loaders).items()}
             eval_seconds += time.perf_counter() - t0
             epochs.append(metrics)
-            score = metrics[task.primary_metric]
-            if best is None:
-                best = (epoch + 1, metrics)
-            else:  # ties keep the earlier epoch
-                kept = best[1][task.primary_metric]
-                if (score > kept) if info.higher_is_better else (score < kept):
-                    best = (epoch + 1, metrics)
+            score = metrics[select]
+            kept = None if best is None else best[1][select]
+            # Ties keep the earlier epoch.
+            if kept is None or ((score > kept) if info.higher_is_better else (score < kept)):
+                best = (epoch + 1, metrics, predictions)
+                if keep_best_weights:
+                    best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
-    # -- evaluators (MMLU, HumanEval): the final in-memory weights, recorded with the last and best epoch --
+    # -- evaluators (MMLU, HumanEval): the best epoch's weights, recorded with the best epoch ----------------
     assert best is not None
     if spec.evaluators:
         from sift_bench.evaluators import run_evaluators
 
         t0 = time.perf_counter()
+        if best_weights is not None and best[0] != len(epochs):
+            model.load_state_dict(best_weights)
+        record["scored_epoch"] = best[0]
         scores = run_evaluators(model, tokenizer, spec.evaluators)
-        epochs[-1].update(scores)
+        epochs[best[0] - 1].update(scores)
         best[1].update(scores)
         eval_seconds += time.perf_counter() - t0
 
@@ -205,6 +221,7 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     record.update(
         best_epoch=best[0],
         best={k: v for k, v in best[1].items() if k != "epoch"},
+        predictions=best[2],
         epochs=epochs,
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,

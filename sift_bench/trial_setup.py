@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sift_bench.errors import SiftBenchError
 from sift_bench.spec import TrainSettings
 from sift_bench.tasks import TASKS, Batch, Example, Task
 
@@ -46,11 +47,32 @@ def load_task(name: str) -> Task:
     return TASKS.get(name)
 
 
-def load_rows(task: Task, data_dir: str | None, cfg: TrainSettings) -> tuple[list[Example], dict[str, list[Example]]]:
-    """(training examples, {eval split: examples}), each cut to the settings' sample limits."""
+def load_rows(
+    task: Task, data_dir: str | None, cfg: TrainSettings
+) -> tuple[list[Example], list[Example], dict[str, list[Example]]]:
+    """(training examples, held-out examples, {eval split: examples}), cut to the settings' sample limits;
+    the held-out slice is taken out of the (cut) training set, and is empty when heldout_fraction is 0."""
     train = task.load(data_dir, "train", cfg.max_train_samples)
+    train, heldout = split_heldout(train, cfg.heldout_fraction)
     dev = {split: task.load(data_dir, split, cfg.max_eval_samples) for split in task.eval_splits}
-    return train, dev
+    return train, heldout, dev
+
+
+HELDOUT_SEED = 20240601  # fixed, not the trial's seed: every method and seed holds out the same examples
+
+
+def split_heldout(rows: list[Example], fraction: float) -> tuple[list[Example], list[Example]]:
+    """(train, held out): a fixed random `fraction` of the rows is held out; both keep the file order."""
+    if fraction <= 0:
+        return rows, []
+    n_held = max(1, round(fraction * len(rows)))
+    if n_held >= len(rows):
+        raise SiftBenchError(
+            f"heldout_fraction {fraction} of {len(rows)} training examples leaves none to train on: lower "
+            "train.heldout_fraction or raise train.max_train_samples."
+        )
+    held = set(random.Random(HELDOUT_SEED).sample(range(len(rows)), n_held))
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
 @dataclass

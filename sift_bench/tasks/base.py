@@ -8,6 +8,7 @@ A trial uses a task like this:
     collate = task.collate(tokenizer, max_seq_len)                # examples -> batch of tensors
     loss = model(**batch).loss                                    # every batch carries `labels`
     metrics = task.evaluate(forward, {split: loader})             # forward(batch) -> model output
+    task.evaluate(forward, {split: loader}, predictions=rows)     # ... and one Prediction per example in rows
 
 `kind` tells the model loader which head to build: "classification" (num_labels classes), "regression"
 (one output, MSE loss) or "causal_lm" (no extra head; `labels` are the input ids, -100 where masked).
@@ -22,6 +23,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from sift_bench.registry import Registry
+from sift_bench.spec import Prediction
 
 TaskKind = Literal["classification", "regression", "causal_lm"]
 Example = dict[str, Any]
@@ -45,8 +47,11 @@ class Task(ABC):
         """A DataLoader collate_fn: tokenise, pad, and add `labels`."""
 
     @abstractmethod
-    def evaluate(self, forward: Forward, loaders: dict[str, Iterable[Batch]]) -> dict[str, float]:
-        """Metrics on the eval splits, keyed by metric name (plus `eval_loss`)."""
+    def evaluate(
+        self, forward: Forward, loaders: dict[str, Iterable[Batch]], predictions: list[Prediction] | None = None
+    ) -> dict[str, float]:
+        """Metrics on the eval splits, keyed by metric name (plus `eval_loss`). Tasks with per-example
+        predictions (GLUE) append one `Prediction` per example to `predictions` when it is given."""
 
 
 # Filled by the explicit imports in sift_bench/tasks/__init__.py (one module per task family).

@@ -1,9 +1,11 @@
-"""The GLUE tasks: data from a local TSV folder, the embedded MRPC/RTE copy, or the Hugging Face hub.
+"""The GLUE tasks: data from a local TSV folder, the embedded copies, or the Hugging Face hub.
 
 Where data comes from, first hit wins:
   1. `data_dir` (the suite's `data_dir`, or `--data-dir`), then `$SIFT_BENCH_DATA`: the classic layout
      `<dir>/<TASK>/{train,dev}.tsv` (also `<dir>/glue/<TASK>/...`), as `download_glue_data.py` writes it;
-  2. the copy of MRPC and RTE shipped in `sift_bench/data/glue/`, so the quickstart needs no setup;
+  2. the copy of MRPC and RTE and the SST-2 slice (first 4000 training rows, whole dev) shipped in
+     `sift_bench/data/glue/`, so the quickstart needs no setup; the slice serves only the requests it holds
+     whole (max_samples <= 4000), so a run that wants all of SST-2's training set goes on to the hub;
   3. the hub, `datasets.load_dataset("nyu-mll/glue", <task>)`.
 Labels are the hub's ids (e.g. RTE: entailment=0, not_entailment=1), whichever source is used.
 """
@@ -22,9 +24,12 @@ import torch
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.evaluators.glue import glue_metrics
+from sift_bench.spec import Prediction
 from sift_bench.tasks.base import TASKS, Batch, Example, Forward, Task, TaskKind
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "glue"
+# Embedded files that are slices of their split: (task, split) -> rows shipped.
+EMBEDDED_SLICES: dict[tuple[str, str], int] = {("sst2", "train"): 4000}
 HUB_ID = "nyu-mll/glue"
 NLI3 = {"entailment": 0, "neutral": 1, "contradiction": 2}
 NLI2 = {"entailment": 0, "not_entailment": 1}
@@ -83,11 +88,19 @@ class GlueTask(Task):
         if split != "train" and split not in self.eval_splits:
             raise SiftBenchError(f"GLUE task '{self.name}' has no split '{split}'; use train or {self.eval_splits}.")
         tried = self.local_candidates(data_dir, split)
+        slice_note = ""
+        shipped = EMBEDDED_SLICES.get((self.name, split))
+        if shipped is not None and (max_samples is None or max_samples > shipped):
+            tried = tried[:-1]  # the embedded slice cannot serve this request whole
+            slice_note = (
+                f"(The embedded {self.fmt.folder} {split} slice holds its first {shipped} rows; set "
+                f"max_{'train' if split == 'train' else 'eval'}_samples <= {shipped} to use it.)\n"
+            )
         path = next((p for p in tried if p.is_file()), None)
         if path is not None:
             rows = [self._from_tsv(r, path) for r in read_tsv(path, self.fmt)]
         else:
-            rows = self._from_hub(split, tried)
+            rows = self._from_hub(split, tried, slice_note)
         return rows[:max_samples] if max_samples else rows
 
     def _from_tsv(self, row: dict[str, str], path: Path) -> Example:
@@ -102,7 +115,7 @@ class GlueTask(Task):
             raise SiftBenchError(f"{path}: unexpected label {raw!r} for GLUE task '{self.name}'.") from None
         return {"text_a": row[a], "text_b": row[b] if b else None, "label": label}
 
-    def _from_hub(self, split: str, tried: list[Path]) -> list[Example]:
+    def _from_hub(self, split: str, tried: list[Path], note: str = "") -> list[Example]:
         hub_split = split.replace("dev", "validation")
         try:
             import datasets
@@ -112,7 +125,7 @@ class GlueTask(Task):
             paths = "\n  ".join(str(p) for p in tried)
             raise SiftBenchError(
                 f"No data for GLUE task '{self.name}' split '{split}'. Tried these files:\n  {paths}\n"
-                f"and the Hugging Face hub ({HUB_ID}): {type(e).__name__}: {e}\n"
+                f"and the Hugging Face hub ({HUB_ID}): {type(e).__name__}: {e}\n{note}"
                 f"Fix: pass --data-dir (or the suite's data_dir, or set SIFT_BENCH_DATA) to a folder holding "
                 f"{self.fmt.folder}/{split}.tsv in the classic GLUE layout, or allow hub access."
             ) from None
@@ -135,7 +148,9 @@ class GlueTask(Task):
         return collate
 
     # -- scores ---------------------------------------------------------------------------------------
-    def evaluate(self, forward: Forward, loaders: dict[str, Iterable[Batch]]) -> dict[str, float]:
+    def evaluate(
+        self, forward: Forward, loaders: dict[str, Iterable[Batch]], predictions: list[Prediction] | None = None
+    ) -> dict[str, float]:
         metrics: dict[str, float] = {}
         loss_sum, count = 0.0, 0
         for split, loader in loaders.items():
@@ -147,13 +162,24 @@ class GlueTask(Task):
                 loss_sum, count = loss_sum + float(out.loss) * n, count + n
                 preds.append(logits[:, 0] if self.kind == "regression" else logits.argmax(-1))
                 labels.append(batch["labels"].cpu())
-            scores = glue_metrics(self.name, torch.cat(preds).numpy(), torch.cat(labels).numpy())
+            pred_arr, label_arr = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+            scores = glue_metrics(self.name, pred_arr, label_arr)
+            if predictions is not None:
+                predictions += [
+                    Prediction(split=split, example=i, prediction=_text(p), label=_text(y))
+                    for i, (p, y) in enumerate(zip(pred_arr.tolist(), label_arr.tolist(), strict=True))
+                ]
             suffix = split.removeprefix("dev")  # "", "_matched", "_mismatched"
             metrics |= {f"{k}{suffix}": v for k, v in scores.items()}
         if len(loaders) > 1:  # MNLI: also the mean accuracy, as GLUE's single MNLI-m/mm summary
             metrics["accuracy"] = float(np.mean([v for k, v in metrics.items() if k.startswith("accuracy_")]))
         metrics["eval_loss"] = loss_sum / max(count, 1)
         return metrics
+
+
+def _text(value: float | int) -> str:
+    """A class id as its digits; a regression value with 7 significant digits (enough for Pearson, small)."""
+    return str(value) if isinstance(value, int) else format(value, ".7g")
 
 
 def _task(name: str, kind: TaskKind, num_labels: int, primary: str, splits: tuple[str, ...] = ("dev",)):

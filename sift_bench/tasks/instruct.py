@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from sift_bench.errors import SiftBenchError
+from sift_bench.spec import Prediction
 from sift_bench.tasks.base import TASKS, Batch, Example, Forward, Task, TaskKind
 
 STDLIB_FILE = Path(__file__).resolve().parents[1] / "data" / "stdlib_instruct.jsonl"
@@ -261,8 +262,11 @@ class InstructTask(Task):
         return collate
 
     # -- scores ---------------------------------------------------------------------------------------
-    def evaluate(self, forward: Forward, loaders: dict[str, Iterable[Batch]]) -> dict[str, float]:
-        """Token-weighted mean loss over the response tokens of every eval split."""
+    def evaluate(
+        self, forward: Forward, loaders: dict[str, Iterable[Batch]], predictions: list[Prediction] | None = None
+    ) -> dict[str, float]:
+        """Token-weighted mean loss over the response tokens of every eval split (no per-example predictions:
+        a loss is not a prediction, so `predictions` stays as given)."""
         loss_sum, tokens = 0.0, 0
         for loader in loaders.values():
             for batch in loader:

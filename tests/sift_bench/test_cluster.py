@@ -23,6 +23,7 @@ import yaml
 
 from sift_bench.cluster import check_reachable, connect, parse_address, token_source
 from sift_bench.errors import SiftBenchError
+from sift_bench.schedulers import device_mismatch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ray_cluster import LocalCluster, free_port, local_cluster
@@ -122,6 +123,14 @@ def test_token_source_follows_rays_precedence(monkeypatch: pytest.MonkeyPatch, t
     assert token_source() == "$RAY_AUTH_TOKEN"
 
 
+def test_a_trial_runs_only_on_the_gpus_ray_assigned() -> None:
+    assert device_mismatch([], None) is None and device_mismatch([], "0,1") is None  # a CPU trial: no check
+    assert device_mismatch(["1"], "1") is None and device_mismatch(["0", "2"], "0,2") is None
+    message = device_mismatch(["1"], "0,1")
+    assert message and "GPU id(s) 1" in message and "CUDA_VISIBLE_DEVICES is '0,1'" in message
+    assert "CUDA_VISIBLE_DEVICES is unset" in (device_mismatch(["0"], None) or "")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Slow: real heads on this machine.
 
@@ -186,10 +195,6 @@ def _most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
     return most
 
 
-_NOT_YET = pytest.mark.skip(reason="issue #15: trials do not record gpu_ids/node/started_at yet")
-
-
-@_NOT_YET
 @pytest.mark.slow
 def test_trials_pack_two_per_gpu_on_a_pool(tmp_path: Path) -> None:
     suite = _suite(tmp_path, "pool", {"cpu": 1, "gpu": 0.5}, seeds=[0, 1])
@@ -208,7 +213,6 @@ def test_trials_pack_two_per_gpu_on_a_pool(tmp_path: Path) -> None:
         assert _most_at_once([_span(r) for r in rows if r["gpu_ids"] == [gpu]]) <= 2
 
 
-@_NOT_YET
 @pytest.mark.slow
 def test_trials_run_on_the_node_that_has_their_resource(tmp_path: Path) -> None:
     # Only the worker has GPUs (and a `worker_only` marker), so trials that ask a GPU can run nowhere else.
@@ -229,6 +233,6 @@ def test_trials_run_on_the_node_that_has_their_resource(tmp_path: Path) -> None:
         assert row["gpu_ids"] == ["0"]
     # The driver alone wrote the results: the tables it owns and nothing a trial left behind.
     written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    assert written <= {"trials.parquet", "evals.parquet", "manifest.json"}, written
+    assert written <= {"trials.parquet", "evals.parquet", "predictions.parquet", "manifest.json"}, written
     assert {"trials.parquet", "evals.parquet", "manifest.json"} <= written
     assert not list(suite.parent.glob("*.parquet")), "a trial wrote beside the suite"

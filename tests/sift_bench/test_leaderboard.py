@@ -1,4 +1,5 @@
-"""Leaderboard: best grid point per seed on dev, mean +- std over seeds, average, filters, files."""
+"""Leaderboard: the grid point with the best mean over seeds, mean +- std, average, filters, files, the selection
+rule and the significance marks."""
 
 from __future__ import annotations
 
@@ -11,25 +12,28 @@ from rich.console import Console
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.leaderboard import build, write_leaderboard
-from sift_bench.results import ResultStore, load_run
-from sift_bench.spec import TrainSettings, TrialResult, TrialSpec
+from sift_bench.results import ResultStore, load_run, read_predictions
+from sift_bench.spec import Prediction, TrainSettings, TrialResult, TrialSpec
 
 
 def result(task: str, method: str, seed: int, value: float, *, budget: str | None = "0.8%", lr: float = 1e-3,
            metric: str = "accuracy", params: int = 1000, status: str = "ok", grid: dict | None = None,
-           variant: str | None = None) -> TrialResult:  # fmt: skip
+           variant: str | None = None, heldout: float | None = None,
+           predictions: list[Prediction] | None = None) -> TrialResult:  # fmt: skip
+    train = TrainSettings(learning_rate=lr, heldout_fraction=0.1 if heldout is not None else 0.0)
     spec = TrialSpec(model="m", task=task, method=method, budget=budget, seed=seed, suite="s", grid=grid or {},
-                     train=TrainSettings(learning_rate=lr), variant=variant)  # fmt: skip
+                     train=train, variant=variant)  # fmt: skip
+    best = {metric: value} | ({f"heldout_{metric}": heldout} if heldout is not None else {})
     return TrialResult(
-        trial_id=spec.trial_id, spec=spec, status=status,
-        primary_metric=metric, best={metric: value}, best_epoch=1, trainable_params=params,
+        trial_id=spec.trial_id, spec=spec, status=status, primary_metric=metric, best=best, best_epoch=1,
+        trainable_params=params, predictions=predictions or [],
     )  # fmt: skip
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> ResultStore:
     s = ResultStore(tmp_path)
-    # sift on mrpc: a grid over lr; seed 0's best point is 0.90, seed 1's is 0.80 -> mean 0.85.
+    # sift on mrpc: a grid over lr; lr 1e-3 has the best mean over seeds (0.90, 0.80 -> 0.85).
     s.add(result("mrpc", "sift", 0, 0.90, lr=1e-3, grid={"learning_rate": 1e-3}))
     s.add(result("mrpc", "sift", 0, 0.70, lr=1e-4, grid={"learning_rate": 1e-4}))
     s.add(result("mrpc", "sift", 1, 0.80, lr=1e-3, grid={"learning_rate": 1e-3}))
@@ -51,7 +55,7 @@ def trials(store: ResultStore):
     return load_run(store.root).trials
 
 
-def test_best_grid_point_then_mean_std(store: ResultStore) -> None:
+def test_best_mean_grid_point_then_mean_std(store: ResultStore) -> None:
     board = build(trials(store))
     assert board.tasks == ["mrpc", "rte", "stsb"]  # the paper's column order
     rows = {(r.method, None if r.budget is None else str(r.budget)): r for r in board.rows}
@@ -107,10 +111,85 @@ def test_writes_markdown_csv_and_prints(store: ResultStore, tmp_path: Path) -> N
     board, md, csv_path = write_leaderboard(store.root, out_dir=tmp_path / "lb")
     text = md.read_text()
     assert "| method | budget | params | mrpc (accuracy) | rte (accuracy) | stsb (pearson) | avg |" in text
-    assert "| sift | 0.8% | 1.0K | 85.00 ± 7.07 | 71.00 ± 1.41 | 88.00 | 81.33 |" in text
+    assert "| sift | 0.8% | 1.0K | 85.00 ± 7.07 (lr=1e-3) | 71.00 ± 1.41 | 88.00 | 81.33 |" in text
+    assert (
+        "Selection: for each method and budget, the grid point with the best mean over 1-2 seeds of dev primary "
+        "metric (each trial at its best dev epoch; dev is also reported, so these scores are optimistic)."
+    ) in text
+    assert "No predictions: no significance marks." in text and "★" not in text
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     sift = next(r for r in rows if r["method"] == "sift")
     assert float(sift["mrpc.mean"]) == pytest.approx(85.0) and sift["mrpc.n"] == "2"
+    assert sift["mrpc.chosen"] == "lr=1e-3" and sift["mrpc.selection"] == "dev" and sift["mrpc.mark"] == ""
     out = Console(file=io.StringIO(), width=200)
     out.print(board.to_rich())
     assert "85.00 ± 7.07" in out.file.getvalue()
+
+
+def test_heldout_rule_line(tmp_path: Path) -> None:
+    s = ResultStore(tmp_path)
+    for seed in (0, 1, 2):  # dev prefers lr 1e-3; the held-out slice prefers 1e-4, and it chooses
+        s.add(result("rte", "lora", seed, 0.80, grid={"learning_rate": 1e-3}, heldout=0.60))
+        s.add(result("rte", "lora", seed, 0.70, lr=1e-4, grid={"learning_rate": 1e-4}, heldout=0.70))
+    board = build(trials(s))
+    text = board.to_markdown()
+    assert "| lora | 0.8% | 1.0K | 70.00 ± 0.00 (lr=1e-4) | 70.00 |" in text
+    assert (
+        "Selection: for each method and budget, the grid point with the best mean over 3 seeds of accuracy on a "
+        "held-out 10% of the training set (each trial's best epoch picked there too; dev reported"
+    ) in text
+
+
+# ----------------------------------------------------------------------------- significance marks
+
+N_EXAMPLES = 300
+LABELS = [i % 2 for i in range(N_EXAMPLES)]
+
+
+def predicted(n_wrong: int, offset: int = 0) -> tuple[float, list[Prediction]]:
+    """Predictions on rte's dev set with `n_wrong` mistakes (spread from `offset`), and their accuracy."""
+    wrong = {(offset + 3 * i) % N_EXAMPLES for i in range(n_wrong)}
+    preds = [
+        Prediction(split="dev", example=i, prediction=str(1 - y if i in wrong else y), label=str(y))
+        for i, y in enumerate(LABELS)
+    ]
+    return 1 - len(wrong) / N_EXAMPLES, preds
+
+
+def test_significance_marks(tmp_path: Path) -> None:
+    s = ResultStore(tmp_path)
+    for seed in (0, 1):
+        # At 0.8%: full (knob-less) wins clearly over sift; lora predicts exactly what full does -> ≈.
+        acc, preds = predicted(15)
+        s.add(result("rte", "full", seed, acc, budget=None, params=10**6, predictions=preds))
+        s.add(result("rte", "lora", seed, acc, predictions=preds))
+        acc, preds = predicted(90, offset=1)
+        s.add(result("rte", "sift", seed, acc, grid={"learning_rate": 1e-3}, predictions=preds))
+        # A worse sift grid point: not chosen, so its predictions play no part.
+        acc, preds = predicted(150)
+        s.add(result("rte", "sift", seed, acc, lr=1e-4, grid={"learning_rate": 1e-4}, predictions=preds))
+        # At 2%: lora beats full clearly, so full is ★ at 0.8% only.
+        acc, preds = predicted(0)
+        s.add(result("rte", "lora", seed, acc, budget="2%", predictions=preds))
+    board, md, csv_path = write_leaderboard(tmp_path)
+    rows = {(r.method, str(r.budget)): r for r in board.rows}
+    text = lambda method, budget: board.cells(rows[(method, budget)])[3]  # noqa: E731
+    assert text("full", "None") == "95.00 ± 0.00 ★0.8%"
+    assert text("lora", "0.8%") == "95.00 ± 0.00 ≈"
+    assert text("sift", "0.8%") == "70.00 ± 0.00 (lr=1e-3)"  # clearly worse: no mark
+    assert text("lora", "2%") == "100.00 ± 0.00 ★"
+    legend = md.read_text()
+    assert "★ best per task and budget" in legend and "(1000 resamples)" in legend and "95% interval" in legend
+    assert "No predictions" not in legend
+    marks = {r["method"] + r["budget"]: r["rte.mark"] for r in csv.DictReader(io.StringIO(csv_path.read_text()))}
+    assert marks == {"full": "★0.8%", "lora0.8%": "≈", "lora2%": "★", "sift0.8%": ""}
+
+
+def test_missing_predictions_are_noted_not_marked(tmp_path: Path) -> None:
+    s = ResultStore(tmp_path)
+    acc, preds = predicted(10)
+    s.add(result("rte", "full", 0, acc, budget=None, predictions=preds))
+    s.add(result("rte", "sift", 0, 0.5))  # no predictions
+    board = build(trials(s), predictions=read_predictions(tmp_path))
+    assert board.marks == {("m", "rte", "full", None): "★"}
+    assert board.notes == ["rte at 0.8%: sift has no predictions; not compared."]

@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,7 @@ def fake_trial(fail_tasks: set[str], calls: list[str]):
 def test_serial_run_retries_records_failures_and_resumes(tmp_path: Path) -> None:
     suite = validate_suite(SERIAL, "serial.yaml")
     calls: list[str] = []
+    t0 = datetime.now(timezone.utc) - timedelta(milliseconds=1)  # started_at is to the millisecond
     s1 = run_suite(suite, tmp_path, serial=True, max_failures=2, console=quiet(),
                    run_trial=fake_trial({"rte"}, calls))  # fmt: skip
     assert (s1.planned, s1.ran, s1.ok, s1.failed) == (8, 8, 6, 2)
@@ -129,6 +131,10 @@ def test_serial_run_retries_records_failures_and_resumes(tmp_path: Path) -> None
     rows = read_trials(tmp_path)
     assert len(rows) == 8 and sum(r["status"] == "failed" for r in rows) == 2
     assert all(r["error"] == "CUDA out of memory" for r in rows if r["status"] == "failed")
+    # Where and when: in this process, so no GPU ids assigned and no node; each start time in this run.
+    assert all(r["gpu_ids"] == [] and r["node"] is None for r in rows)
+    starts = [datetime.fromisoformat(r["started_at"]) for r in rows]
+    assert all(t0 <= t <= datetime.now(timezone.utc) for t in starts)
     ok_before = {r["trial_id"]: r["finished_at"] for r in rows if r["status"] == "ok"}
 
     # Second run: only the failed trials run again; now they pass; ok rows are untouched.
