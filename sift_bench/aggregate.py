@@ -80,11 +80,16 @@ class Cell:
 
     def chosen_text(self) -> str:
         """The chosen grid point in short form, e.g. "lr=1e-3, bs=16"; "" without a grid."""
-        return ", ".join(f"{_SHORT.get(k, k)}={format_value(v)}" for k, v in self.chosen.items())
+        return grid_text(self.chosen)
 
 
 # Short names for the grid keys tables show most (grid keys are TrainSettings fields).
 _SHORT = {"learning_rate": "lr", "batch_size": "bs", "weight_decay": "wd", "warmup_ratio": "warmup"}
+
+
+def grid_text(point: dict[str, Any]) -> str:
+    """A grid point in short form, e.g. "lr=1e-3, bs=16"; "" for the empty point (no grid)."""
+    return ", ".join(f"{_SHORT.get(k, k)}={format_value(v)}" for k, v in point.items())
 
 
 def format_value(value: Any) -> str:

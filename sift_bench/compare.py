@@ -1,22 +1,32 @@
-"""Compare two result folders trial config by trial config: what got better, worse, slower, or broke.
+"""Compare two result folders cell by cell: what got better, worse, slower, or broke.
 
-Matching is by configuration, never by run order: trials are grouped by `TrialSpec.config_key` (the trial
-identity without the seed, defined in `sift_bench.spec`; the `config_key` column), so the seeds of one
-config form a group on each side. For each group the primary metric (and every other best metric) is
-compared as mean over seeds (`sift_bench.aggregate.seed_stats`, the statistics the leaderboard shows).
+The unit of judgement is the cell the leaderboard shows: (model, task, variant, budget). On each side
+`sift_bench.aggregate` chooses the cell's config exactly as the leaderboard and the dashboard do: the grid
+point with the best mean over seeds of the selection metric (dev, or the held-out slice when the trials
+held one out). The chosen configs' seeds are compared, new against base, each side at its own choice: a
+change that moves the best learning rate from 1e-3 to 3e-3 is judged on the two best scores, as a reader
+of the two leaderboards would. Without a grid a cell has one config, and this is config-by-config matching
+(`TrialSpec.config_key`, the trial identity without the seed).
 
-The noise band (in display units: points for percent metrics, raw units otherwise) is
+Cells pair by (model, task, variant, budget); a base cell and a new cell left unpaired that share model,
+task, budget and at least one config are one cell whose variant was renamed (the variant label is not part
+of the config, see `sift_bench.spec`), said in a note. The two chosen configs may differ outside the grid
+(epochs changed, another option of the method): the row is still compared, since that is what a regression
+gate is for, with a note naming each setting that differs. "Outside the grid" means the config identity
+(`TrialSpec.config_identity`) with the train settings of either side's grid keys removed.
+
+Each metric is compared as mean over seeds (`sift_bench.aggregate.seed_stats`). The noise band (display
+units: points for percent metrics, raw units otherwise) is
 
     band = max(tolerance, std_base if n_base >= 2, std_new if n_new >= 2)      (sample std, ddof=1)
 
 so with several seeds a change of the mean within one seed-to-seed standard deviation is noise, and with a
 single seed (spread unknown) only `tolerance` protects against noise. `tolerance` is also a floor: seeds
 that happen to agree closely never turn a 0.1-point wobble into a CI failure; pass `--tolerance 0` for the
-pure spread rule. Only the primary metric gates the exit code; the others are reported. Points of a
-hyper-parameter grid are separate configs (the `settings` field names what tells them apart).
+pure spread rule. Only the primary metric (or `metric`) gates the exit code; the others are reported.
 
-When both folders hold dev predictions (predictions.parquet) for every finished seed of a config, and the
-primary metric can be computed from them (not `eval_loss`), its band comes from a paired bootstrap of
+When both folders hold dev predictions (predictions.parquet) for every seed of the two chosen configs, and
+the gated metric can be computed from them (not `eval_loss`), its band comes from a paired bootstrap of
 new - base over the shared dev examples, pooled over each side's seeds (`sift_bench.significance`, 95%
 percentile interval [low, high]). The band is the distance from the change to the interval's end on the
 side of 0, floored by `tolerance`:
@@ -26,23 +36,32 @@ side of 0, floored by `tolerance`:
 so |delta| > band exactly when the interval excludes 0 and the change exceeds `tolerance`: the same rule as
 above, with the bootstrap's spread in place of the seeds'. Each change records which band it used.
 
-A config also regresses when a seed that finished in the baseline failed in the new run ("newly failed"),
-when it is absent from the new run ("missing"), or when its mean train time / peak memory grew by more
-than a ratio (`time_threshold`, `memory_threshold`; 0 turns the check off) and by more than a small
-absolute slack (timers and allocators jitter on tiny trials).
+A cell also regresses when a seed that finished in the baseline failed in the new run at the same grid
+point ("newly failed"), when such a seed is absent from the new run or the whole cell is ("missing"), or
+when the chosen configs' mean train time / peak memory grew by more than a ratio (`time_threshold`,
+`memory_threshold`; 0 turns the check off) and by more than a small absolute slack (timers and allocators
+jitter on tiny trials). A grid point present on one side only (the grid changed) is a note, not a flag.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, Field
 
-from sift_bench.aggregate import seed_stats
-from sift_bench.compare_report import summary_line, to_markdown, to_rich
+from sift_bench.aggregate import Cell, aggregate, grid_text, seed_stats
+from sift_bench.compare_report import (
+    CellComparison,
+    Comparison,
+    MetricChange,
+    Status,
+    summary_line,
+    to_markdown,
+    to_rich,
+)
 from sift_bench.errors import SiftBenchError
 from sift_bench.metrics import metric_info
 from sift_bench.registry import did_you_mean
@@ -56,15 +75,13 @@ MIN_MEMORY_DELTA_BYTES = 16 * 2**20
 # Columns of `metric.*` that are bookkeeping, not scores.
 NOT_METRICS = frozenset({"epoch", "step"})
 
-# The renderings live in compare_report; re-exported so callers import everything `compare` from here.
+# The report's data and renderings live in compare_report; re-exported so callers import it all from here.
 __all__ = [
-    "Comparison", "ConfigComparison", "MetricChange", "compare_paths", "compare_runs", "judge",
+    "CellComparison", "Comparison", "MetricChange", "compare_paths", "compare_runs", "judge",
     "summary_line", "to_markdown", "to_rich",
 ]  # fmt: skip
 
-Verdict = Literal["improved", "regressed", "noise", "n/a"]
-BandKind = Literal["seed std", "bootstrap"]
-Status = Literal["compared", "missing", "new", "newly_failed", "still_failing", "fixed"]
+CellKey = tuple[str, str, str, Budget | None]  # model, task, variant, budget: a leaderboard cell
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -77,99 +94,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# ----------------------------------------------------------------------------- the report
-
-
-class MetricChange(BaseModel):
-    metric: str
-    primary: bool
-    higher_is_better: bool
-    unit: str = Field(description="'pt' (percentage points) for percent metrics, '' for raw units.")
-    base_mean: float | None = None
-    base_std: float | None = None
-    base_n: int = 0
-    new_mean: float | None = None
-    new_std: float | None = None
-    new_n: int = 0
-    delta: float | None = Field(None, description="new - base in display units (points for percent metrics).")
-    band: float | None = Field(None, description="Noise band the |delta| is judged against.")
-    band_kind: BandKind | None = Field(None, description="What the band comes from (see the module docstring).")
-    ci_low: float | None = Field(None, description="Bootstrap interval of new - base (display units).")
-    ci_high: float | None = None
-    n_examples: int | None = Field(None, description="Dev examples the bootstrap resampled.")
-    band_note: str | None = Field(None, description="Why the bootstrap was not used although predictions exist.")
-    verdict: Verdict = "n/a"
-
-
-class ConfigComparison(BaseModel):
-    key: str
-    model: str
-    task: str
-    method: str
-    budget: str
-    base_method: str = Field(description="The registered method; `method` is the suite's label (variant) for it.")
-    settings: str = Field("", description="Settings that tell apart configs with the same task/method/budget.")
-    status: Status
-    base_seeds: list[int] = Field(default_factory=list)
-    new_seeds: list[int] = Field(default_factory=list)
-    newly_failed_seeds: list[int] = Field(default_factory=list)
-    missing_seeds: list[int] = Field(default_factory=list)
-    new_error: str | None = None
-    metrics: list[MetricChange] = Field(default_factory=list)
-    base_train_seconds: float | None = None
-    new_train_seconds: float | None = None
-    time_ratio: float | None = None
-    base_peak_memory_bytes: float | None = None
-    new_peak_memory_bytes: float | None = None
-    memory_ratio: float | None = None
-    flags: list[str] = Field(default_factory=list, description="Why this config regressed (empty when fine).")
-
-    @property
-    def regressed(self) -> bool:
-        return bool(self.flags)
-
-    @property
-    def primary(self) -> MetricChange | None:
-        return next((m for m in self.metrics if m.primary), None)
-
-
-class Comparison(BaseModel):
-    baseline: str
-    new: str
-    suite: str
-    tolerance: float
-    time_threshold: float
-    memory_threshold: float
-    configs: list[ConfigComparison]
-
-    @property
-    def regressed(self) -> bool:
-        return any(c.regressed for c in self.configs)
-
-    def counts(self) -> dict[str, int]:
-        verdicts = [c.primary.verdict for c in self.configs if c.primary and c.status == "compared"]
-        return {
-            "configs": len(self.configs),
-            "regressed": sum(c.regressed for c in self.configs),
-            "improved": verdicts.count("improved"),
-            "noise": verdicts.count("noise"),
-            "newly_failed": sum(c.status == "newly_failed" or bool(c.newly_failed_seeds) for c in self.configs),
-            "missing": sum(c.status == "missing" or bool(c.missing_seeds) for c in self.configs),
-            "new": sum(c.status == "new" for c in self.configs),
-            "slower": sum(any(f.startswith("slower") for f in c.flags) for c in self.configs),
-            "more_memory": sum(any(f.startswith("memory") for f in c.flags) for c in self.configs),
-        }
-
-    def to_json(self) -> str:
-        data = self.model_dump(mode="json")
-        data["regressed"] = self.regressed
-        data["counts"] = self.counts()
-        for c, cd in zip(self.configs, data["configs"], strict=True):
-            cd["regressed"] = c.regressed
-        return json.dumps(data, indent=2)
-
-
-# ----------------------------------------------------------------------------- comparing
+# ----------------------------------------------------------------------------- judging one metric
 
 
 def judge(
@@ -208,30 +133,92 @@ def judge(
     return change
 
 
-def _mean(df: pd.DataFrame, col: str) -> float | None:
-    if col not in df.columns:
-        return None
-    vals = pd.to_numeric(df[col], errors="coerce").dropna()
-    vals = vals[vals > 0]  # 0 means "not measured" in TrialResult
-    return float(vals.mean()) if len(vals) else None
+# ----------------------------------------------------------------------------- cells of one run
 
 
-def _settings(idents: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Among configs sharing (model, task, method, budget): the settings that differ, as 'a.b=v'."""
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for key, ident in idents.items():
-        g = tuple(str(ident.get(c)) for c in ("model", "task", "method", "budget"))
-        groups.setdefault(g, []).append(key)
-    out = {k: "" for k in idents}
-    for keys in groups.values():
-        if len(keys) < 2:
-            continue
-        flat = {k: _flatten(idents[k]) for k in keys}
-        fields = sorted({f for d in flat.values() for f in d})
-        differing = [f for f in fields if len({json.dumps(d.get(f), default=str) for d in flat.values()}) > 1]
-        for k in keys:
-            out[k] = ", ".join(f"{f}={flat[k].get(f)}" for f in differing)
-    return out
+@dataclass(frozen=True)
+class _Side:
+    """One run's trials of one cell, and the config `aggregate` chose among them."""
+
+    rows: pd.DataFrame  # every trial of the cell, failed ones included
+    cell: Cell | None  # None: no trial finished with a score
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.rows[self.rows["status"] == "ok"]
+
+    @property
+    def chosen(self) -> pd.DataFrame:
+        """The chosen config's finished trials (without a choice: the first config's)."""
+        ok = self.ok
+        if self.cell is not None:
+            return ok[ok["trial_id"].isin(self.cell.trial_ids)]
+        return ok[ok["config_key"] == ok["config_key"].iloc[0]] if len(ok) else ok
+
+    @property
+    def spec(self) -> TrialSpec:
+        rows = self.chosen if len(self.chosen) else self.rows
+        return rows["spec"].iloc[0]
+
+
+def _sides(trials: pd.DataFrame) -> dict[CellKey, _Side]:
+    """A run's cells in first-seen order."""
+    chosen = {(c.model, c.task, c.variant, c.budget): c for c in aggregate(trials)}
+    keys = list(zip(trials["model"], trials["task"], trials["variant"], trials["budget"], strict=True))
+    return {key: _Side(trials[[k == key for k in keys]], chosen.get(key)) for key in dict.fromkeys(keys)}
+
+
+def _pairs(base: dict[CellKey, _Side], new: dict[CellKey, _Side]) -> list[tuple[_Side | None, _Side | None, str]]:
+    """(base, new, note) per cell: same key, else a renamed variant (same model, task, budget and a config
+    in common), else one side only."""
+    pairs: list[tuple[_Side | None, _Side | None, str]] = [(base[k], new[k], "") for k in base if k in new]
+    new_only = [k for k in new if k not in base]
+    for bk in (k for k in base if k not in new):
+        configs = set(base[bk].rows["config_key"])
+        nk = next((k for k in new_only if _same_slot(k, bk) and configs & set(new[k].rows["config_key"])), None)
+        if nk is None:
+            pairs.append((base[bk], None, ""))
+        else:
+            new_only.remove(nk)
+            pairs.append((base[bk], new[nk], f"variant renamed: {bk[2]} -> {nk[2]}"))
+    return pairs + [(None, new[k], "") for k in new_only]
+
+
+def _same_slot(a: CellKey, b: CellKey) -> bool:
+    return a[0] == b[0] and a[1] == b[1] and a[3] == b[3]
+
+
+def _point(spec: TrialSpec) -> str:
+    return json.dumps(spec.grid, sort_keys=True, default=str)
+
+
+def _by_point(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    points = [_point(s) for s in rows["spec"]]
+    return {p: rows[[q == p for q in points]] for p in dict.fromkeys(points)}
+
+
+def _outside_grid(base: TrialSpec, new: TrialSpec) -> list[str]:
+    """Settings in which the two chosen configs differ, apart from either side's grid keys: 'a.b x -> y'."""
+    grid_keys = {f"train.{k}" for k in (*base.grid, *new.grid)}
+    ident = [{k: v for k, v in _flatten(s.config_identity()).items() if k not in grid_keys} for s in (base, new)]
+    full = [_flatten(s.model_dump(mode="json")) for s in (base, new)]  # values also for fields at their default
+    fields = sorted(set(ident[0]) | set(ident[1]))
+    return [f"{f} {full[0].get(f)} -> {full[1].get(f)}" for f in fields if ident[0].get(f) != ident[1].get(f)]
+
+
+# ----------------------------------------------------------------------------- comparing
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """What every cell is judged by (compare_runs' options, resolved)."""
+
+    metrics: list[str]  # every metric in the tables
+    gate: str | None  # --metric, else None: each trial's primary metric
+    tolerance: float
+    time_threshold: float
+    memory_threshold: float
+    predictions: tuple[TrialPredictions, TrialPredictions]
 
 
 def compare_runs(
@@ -245,10 +232,11 @@ def compare_runs(
     metric: str | None = None,
     predictions: tuple[TrialPredictions, TrialPredictions] | None = None,
 ) -> Comparison:
-    """Match trials of two runs by config and judge every change; see the module docstring.
+    """Pair the cells of two runs and judge each at its chosen configs; see the module docstring.
 
     `metric` gates on that metric instead of each trial's primary one (e.g. `eval_loss`, which moves with
-    every change to training even where a small run's accuracy sits at the majority class).
+    every change to training even where a small run's accuracy sits at the majority class); configs are
+    still chosen by the primary metric, as the leaderboard chooses them.
     `predictions` (baseline's, new's): read from the two folders when not given.
     """
     if baseline.suite != new.suite and not allow_different_suites:
@@ -258,85 +246,141 @@ def compare_runs(
         )
     if tolerance < 0 or time_threshold < 0 or memory_threshold < 0:
         raise SiftBenchError("--tolerance, --time-threshold and --memory-threshold must be >= 0.")
-    b, n = baseline.trials, new.trials
-    specs: dict[str, TrialSpec] = {}
-    for df in (n, b):  # the new run's spec (and so its variant label) first
-        for key, spec in zip(df["config_key"], df["spec"], strict=True):
-            specs.setdefault(key, spec)
-    keys = list(dict.fromkeys([*b["config_key"], *n["config_key"]]))  # baseline order, then new configs
-    settings = _settings({k: specs[k].config_identity() for k in keys})
-    metric_cols = sorted({c for df in (b, n) for c in df.columns if str(c).startswith("metric.")})
-    if metric is not None and f"metric.{metric}" not in metric_cols:
-        known = [c[7:] for c in metric_cols]
+    cols = sorted({str(c) for df in (baseline.trials, new.trials) for c in df.columns if str(c).startswith("metric.")})
+    known = [c[7:] for c in cols]
+    if metric is not None and metric not in known:
         raise SiftBenchError(f"--metric {metric!r} is not in the tables.{did_you_mean(metric, known)} Known: {known}.")
-
     if predictions is None:
         predictions = (TrialPredictions(read_predictions(baseline.path)), TrialPredictions(read_predictions(new.path)))
-    configs: list[ConfigComparison] = []
-    for key in keys:
-        spec = specs[key]
-        bg, ng = b[b["config_key"] == key], n[n["config_key"] == key]
-        b_ok, n_ok = bg[bg["status"] == "ok"], ng[ng["status"] == "ok"]
-        n_failed = ng[ng["status"] != "ok"]
-        b_seeds, n_seeds = set(b_ok["seed"].astype(int)), set(n_ok["seed"].astype(int))
-        cc = ConfigComparison(
-            key=key, model=spec.model, task=spec.task, method=spec.label, base_method=spec.method,
-            budget=Budget.text(spec.budget), settings=settings[key], status="compared",
-            base_seeds=sorted(b_seeds), new_seeds=sorted(n_seeds),
-            newly_failed_seeds=sorted(b_seeds & set(n_failed["seed"].astype(int))),
-            missing_seeds=sorted(b_seeds - set(ng["seed"].astype(int))),
-        )  # fmt: skip
-        if len(n_failed) and "error" in n_failed.columns:
-            cc.new_error = next((str(e) for e in n_failed["error"] if isinstance(e, str) and e), None)
-
-        if bg.empty:
-            cc.status = "new"
-        elif ng.empty:
-            cc.status = "missing" if len(b_ok) else "still_failing"
-        elif b_ok.empty:
-            cc.status = "fixed" if len(n_ok) else "still_failing"
-        elif n_ok.empty:
-            cc.status = "newly_failed"
-
-        if cc.status == "missing":
-            cc.flags.append(f"missing: seeds {_seeds(cc.missing_seeds)} not in the new run")
-        elif cc.missing_seeds:
-            cc.flags.append(f"missing seeds {_seeds(cc.missing_seeds)}")
-        if cc.newly_failed_seeds:
-            cc.flags.append(f"newly failed: seeds {_seeds(cc.newly_failed_seeds)}")
-
-        if not b_ok.empty and not n_ok.empty:
-            primary = metric or _primary(b_ok, n_ok)
-            names = [c[7:] for c in metric_cols if c[7:] not in NOT_METRICS]
-            for name in sorted(names, key=lambda m: (m != primary, m)):
-                col = f"metric.{name}"
-                bv = pd.to_numeric(b_ok[col], errors="coerce").tolist() if col in b_ok else []
-                nv = pd.to_numeric(n_ok[col], errors="coerce").tolist() if col in n_ok else []
-                boot, note = _bootstrap(spec.task, name, b_ok, n_ok, predictions) if name == primary else (None, None)
-                change = judge(name, bv, nv, primary=name == primary, tolerance=tolerance, bootstrap=boot)
-                change.band_note = note
-                if change.base_n or change.new_n:
-                    cc.metrics.append(change)
-            p = cc.primary
-            if p and p.verdict == "regressed":
-                sign = "+" if p.delta >= 0 else ""
-                cc.flags.append(f"{p.metric} {sign}{p.delta:.2f}{p.unit} beyond the noise band ±{p.band:.2f}")
-            _resources(cc, b_ok, n_ok, time_threshold, memory_threshold)
-        configs.append(cc)
-
-    configs.sort(key=lambda c: (c.task, c.method, Budget.order(specs[c.key].budget), c.model, c.settings))
+    rules = _Rules(
+        [m for m in known if m not in NOT_METRICS], metric, tolerance, time_threshold, memory_threshold, predictions
+    )
+    judged = [_compare_cell(b, n, note, rules) for b, n, note in _pairs(_sides(baseline.trials), _sides(new.trials))]
+    judged.sort(key=lambda pair: pair[0])
     return Comparison(
         baseline=str(baseline.path), new=str(new.path), suite=new.suite, tolerance=tolerance,
-        time_threshold=time_threshold, memory_threshold=memory_threshold, configs=configs,
+        time_threshold=time_threshold, memory_threshold=memory_threshold, cells=[c for _, c in judged],
     )  # fmt: skip
 
 
+def _compare_cell(
+    base: _Side | None, new: _Side | None, note: str, rules: _Rules
+) -> tuple[tuple[Any, ...], CellComparison]:
+    """One cell's comparison, and its place in the report (task, method, budget, model)."""
+    bs, ns = (base.spec if base else None), (new.spec if new else None)
+    spec = ns or bs
+    assert spec is not None  # _pairs never yields a pair of two missing sides
+    bc, nc = (base.cell if base else None), (new.cell if new else None)
+    empty = pd.DataFrame(columns=["status", "seed", "spec", "trial_id", "config_key"])
+    bg, ng = (base.rows if base else empty), (new.rows if new else empty)
+    b_ok, n_ok = (base.ok if base else empty), (new.ok if new else empty)
+    b_sel, n_sel = (base.chosen if base else empty), (new.chosen if new else empty)
+    b_grid, n_grid = (dict(bs.grid) if bs else {}), (dict(ns.grid) if ns else {})
+    cc = CellComparison(
+        model=spec.model, task=spec.task, method=spec.label, base_method=spec.method, budget=Budget.text(spec.budget),
+        chosen=_chosen_text(b_grid if base else None, n_grid if new else None), base_grid=b_grid, new_grid=n_grid,
+        base_config_key=bs.config_key if len(b_sel) and bs else None,
+        new_config_key=ns.config_key if len(n_sel) and ns else None,
+        n_configs=(nc or bc).n_configs if (nc or bc) else 1,
+        selection=_selection(bc, nc), status=_status(bg, ng, b_ok, n_ok),
+        base_seeds=_seed_list(b_sel), new_seeds=_seed_list(n_sel),
+    )  # fmt: skip
+    if note:
+        cc.notes.append(note)
+    _seed_flags(cc, b_ok, ng)
+    n_failed = ng[ng["status"] != "ok"]
+    if len(n_failed) and "error" in n_failed.columns:
+        cc.new_error = next((str(e) for e in n_failed["error"] if isinstance(e, str) and e), None)
+    if len(b_sel) and len(n_sel):
+        assert bs is not None and ns is not None
+        _grid_notes(cc, b_ok, ng)
+        outside = _outside_grid(bs, ns)
+        if outside:
+            cc.notes.append("settings differ outside the grid: " + ", ".join(outside))
+        _judge_metrics(cc, spec.task, b_sel, n_sel, rules)
+        _resources(cc, b_sel, n_sel, rules.time_threshold, rules.memory_threshold)
+    return (cc.task, cc.method, Budget.order(spec.budget), cc.model), cc
+
+
+def _chosen_text(base: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
+    """'lr=1e-3' when both sides chose it, 'lr=1e-3 -> lr=3e-3' otherwise; '' without a grid."""
+    texts = [grid_text(g) if g is not None else None for g in (base, new)]
+    shown = [t for t in texts if t is not None]
+    if not any(shown):
+        return ""
+    if None in texts or texts[0] == texts[1]:
+        return shown[0]
+    return f"{texts[0] or '(no grid)'} -> {texts[1] or '(no grid)'}"
+
+
+def _selection(base: Cell | None, new: Cell | None) -> str:
+    rules = list(dict.fromkeys(c.selection for c in (base, new) if c is not None))
+    return " -> ".join(rules) if rules else "dev"
+
+
+def _status(bg: pd.DataFrame, ng: pd.DataFrame, b_ok: pd.DataFrame, n_ok: pd.DataFrame) -> Status:
+    if bg.empty:
+        return "new"
+    if ng.empty:
+        return "missing" if len(b_ok) else "still_failing"
+    if b_ok.empty:
+        return "fixed" if len(n_ok) else "still_failing"
+    return "newly_failed" if n_ok.empty else "compared"
+
+
+def _seed_flags(cc: CellComparison, b_ok: pd.DataFrame, ng: pd.DataFrame) -> None:
+    """Seeds that finished in the baseline and failed, or are absent, at the same grid point in the new run."""
+    missing, failed = set(), set()
+    new_points = _by_point(ng) if len(ng) else {}
+    for point, rows in (_by_point(b_ok) if len(b_ok) else {}).items():
+        seeds = set(rows["seed"].astype(int))
+        if ng.empty:
+            missing |= seeds
+        elif point in new_points:
+            there = new_points[point]
+            missing |= seeds - set(there["seed"].astype(int))
+            failed |= seeds & set(there[there["status"] != "ok"]["seed"].astype(int))
+    cc.missing_seeds, cc.newly_failed_seeds = sorted(missing), sorted(failed)
+    if cc.status == "missing":
+        cc.flags.append(f"missing: seeds {_seeds(cc.missing_seeds)} not in the new run")
+    elif cc.missing_seeds:
+        cc.flags.append(f"missing seeds {_seeds(cc.missing_seeds)}")
+    if cc.newly_failed_seeds:
+        cc.flags.append(f"newly failed: seeds {_seeds(cc.newly_failed_seeds)}")
+
+
+def _grid_notes(cc: CellComparison, b_ok: pd.DataFrame, ng: pd.DataFrame) -> None:
+    """Grid points run on one side only: the grid changed (or a run stopped early); a note, not a flag."""
+    base_points, new_points = _by_point(b_ok), _by_point(ng)
+    for label, points, other in (("baseline", base_points, new_points), ("new run", new_points, base_points)):
+        only = [grid_text(json.loads(p)) for p in points if p not in other]
+        if only:
+            cc.notes.append(f"grid points only in the {label}: {'; '.join(only)}")
+
+
+def _judge_metrics(cc: CellComparison, task: str, b_sel: pd.DataFrame, n_sel: pd.DataFrame, rules: _Rules) -> None:
+    primary = rules.gate or _primary(b_sel, n_sel)
+    for name in sorted(rules.metrics, key=lambda m: (m != primary, m)):
+        col = f"metric.{name}"
+        bv = pd.to_numeric(b_sel[col], errors="coerce").tolist() if col in b_sel else []
+        nv = pd.to_numeric(n_sel[col], errors="coerce").tolist() if col in n_sel else []
+        boot, note = _bootstrap(task, name, b_sel, n_sel, rules.predictions) if name == primary else (None, None)
+        change = judge(name, bv, nv, primary=name == primary, tolerance=rules.tolerance, bootstrap=boot)
+        change.band_note = note
+        if change.base_n or change.new_n:
+            cc.metrics.append(change)
+    p = cc.primary
+    if p and p.verdict == "regressed" and p.delta is not None and p.band is not None:
+        sign = "+" if p.delta >= 0 else ""
+        cc.flags.append(f"{p.metric} {sign}{p.delta:.2f}{p.unit} beyond the noise band ±{p.band:.2f}")
+
+
 def _bootstrap(
-    task: str, metric: str, b_ok: pd.DataFrame, n_ok: pd.DataFrame, preds: tuple[TrialPredictions, TrialPredictions]
+    task: str, metric: str, b_sel: pd.DataFrame, n_sel: pd.DataFrame, preds: tuple[TrialPredictions, TrialPredictions]
 ) -> tuple[BootstrapResult | None, str | None]:
-    """new - base over the shared dev examples when every finished seed on both sides has predictions."""
-    base_sets = preds[0].for_trials(task, metric, b_ok["trial_id"])
-    new_sets = preds[1].for_trials(task, metric, n_ok["trial_id"])
+    """new - base over the shared dev examples when every seed of both chosen configs has predictions."""
+    base_sets = preds[0].for_trials(task, metric, b_sel["trial_id"])
+    new_sets = preds[1].for_trials(task, metric, n_sel["trial_id"])
     if base_sets is None or new_sets is None:
         return None, None
     try:
@@ -354,7 +398,15 @@ def _primary(b_ok: pd.DataFrame, n_ok: pd.DataFrame) -> str | None:
     return None
 
 
-def _resources(cc: ConfigComparison, b_ok: pd.DataFrame, n_ok: pd.DataFrame, time_thr: float, mem_thr: float) -> None:
+def _mean(df: pd.DataFrame, col: str) -> float | None:
+    if col not in df.columns:
+        return None
+    vals = pd.to_numeric(df[col], errors="coerce").dropna()
+    vals = vals[vals > 0]  # 0 means "not measured" in TrialResult
+    return float(vals.mean()) if len(vals) else None
+
+
+def _resources(cc: CellComparison, b_ok: pd.DataFrame, n_ok: pd.DataFrame, time_thr: float, mem_thr: float) -> None:
     cc.base_train_seconds, cc.new_train_seconds = _mean(b_ok, "train_seconds"), _mean(n_ok, "train_seconds")
     if cc.base_train_seconds and cc.new_train_seconds:
         cc.time_ratio = cc.new_train_seconds / cc.base_train_seconds
@@ -373,6 +425,10 @@ def _resources(cc: ConfigComparison, b_ok: pd.DataFrame, n_ok: pd.DataFrame, tim
                 f"memory: peak {_mib(cc.base_peak_memory_bytes)} -> {_mib(cc.new_peak_memory_bytes)} "
                 f"(x{cc.memory_ratio:.2f})"
             )
+
+
+def _seed_list(rows: pd.DataFrame) -> list[int]:
+    return sorted(set(rows["seed"].astype(int))) if len(rows) else []
 
 
 def _seeds(seeds: list[int]) -> str:

@@ -1,16 +1,131 @@
-"""`sift-bench compare` as a rich table, markdown (for bot comments) and its one-line summary.
+"""`sift-bench compare`'s report: its data (one `CellComparison` per leaderboard cell, each metric's
+`MetricChange`), and its renderings as a rich table, markdown (for bot comments) and a one-line summary.
 
-The numbers come from `sift_bench.compare`; this module only lays them out (one row per config).
+The numbers come from `sift_bench.compare`; this module only holds and lays them out.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field
 from rich.table import Table
 
-if TYPE_CHECKING:  # annotations only: sift_bench.compare imports this module
-    from sift_bench.compare import Comparison, ConfigComparison, MetricChange
+Verdict = Literal["improved", "regressed", "noise", "n/a"]
+BandKind = Literal["seed std", "bootstrap"]
+Status = Literal["compared", "missing", "new", "newly_failed", "still_failing", "fixed"]
+
+
+class MetricChange(BaseModel):
+    metric: str
+    primary: bool
+    higher_is_better: bool
+    unit: str = Field(description="'pt' (percentage points) for percent metrics, '' for raw units.")
+    base_mean: float | None = None
+    base_std: float | None = None
+    base_n: int = 0
+    new_mean: float | None = None
+    new_std: float | None = None
+    new_n: int = 0
+    delta: float | None = Field(None, description="new - base in display units (points for percent metrics).")
+    band: float | None = Field(None, description="Noise band the |delta| is judged against.")
+    band_kind: BandKind | None = Field(None, description="What the band comes from (see the module docstring).")
+    ci_low: float | None = Field(None, description="Bootstrap interval of new - base (display units).")
+    ci_high: float | None = None
+    n_examples: int | None = Field(None, description="Dev examples the bootstrap resampled.")
+    band_note: str | None = Field(None, description="Why the bootstrap was not used although predictions exist.")
+    verdict: Verdict = "n/a"
+
+
+class CellComparison(BaseModel):
+    model: str
+    task: str
+    method: str
+    budget: str
+    base_method: str = Field(description="The registered method; `method` is the suite's label (variant) for it.")
+    chosen: str = Field(
+        "", description="The grid point each side chose: 'lr=1e-3', or 'lr=1e-3 -> lr=3e-3' when they differ; "
+        "'' without a grid.",
+    )  # fmt: skip
+    base_grid: dict[str, Any] = Field(default_factory=dict)
+    new_grid: dict[str, Any] = Field(default_factory=dict)
+    base_config_key: str | None = Field(None, description="The baseline's chosen config (None: none finished).")
+    new_config_key: str | None = None
+    n_configs: int = Field(1, description="Grid points the new side chose among (the baseline's if it has none).")
+    selection: str = Field("dev", description="What chose the configs: dev, heldout, or 'dev -> heldout'.")
+    status: Status
+    base_seeds: list[int] = Field(default_factory=list)
+    new_seeds: list[int] = Field(default_factory=list)
+    newly_failed_seeds: list[int] = Field(default_factory=list)
+    missing_seeds: list[int] = Field(default_factory=list)
+    new_error: str | None = None
+    metrics: list[MetricChange] = Field(default_factory=list)
+    base_train_seconds: float | None = None
+    new_train_seconds: float | None = None
+    time_ratio: float | None = None
+    base_peak_memory_bytes: float | None = None
+    new_peak_memory_bytes: float | None = None
+    memory_ratio: float | None = None
+    flags: list[str] = Field(default_factory=list, description="Why this cell regressed (empty when fine).")
+    notes: list[str] = Field(default_factory=list, description="What differs besides scores; never gates.")
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.flags)
+
+    @property
+    def primary(self) -> MetricChange | None:
+        return next((m for m in self.metrics if m.primary), None)
+
+    @property
+    def settings(self) -> str:
+        """The dashboard's name for `chosen`."""
+        return self.chosen
+
+
+class Comparison(BaseModel):
+    baseline: str
+    new: str
+    suite: str
+    tolerance: float
+    time_threshold: float
+    memory_threshold: float
+    cells: list[CellComparison]
+
+    @property
+    def configs(self) -> list[CellComparison]:
+        """The dashboard's name for `cells`."""
+        return self.cells
+
+    @property
+    def regressed(self) -> bool:
+        return any(c.regressed for c in self.cells)
+
+    def counts(self) -> dict[str, int]:
+        verdicts = [c.primary.verdict for c in self.cells if c.primary and c.status == "compared"]
+        return {
+            "cells": len(self.cells),
+            "regressed": sum(c.regressed for c in self.cells),
+            "improved": verdicts.count("improved"),
+            "noise": verdicts.count("noise"),
+            "newly_failed": sum(c.status == "newly_failed" or bool(c.newly_failed_seeds) for c in self.cells),
+            "missing": sum(c.status == "missing" or bool(c.missing_seeds) for c in self.cells),
+            "new": sum(c.status == "new" for c in self.cells),
+            "slower": sum(any(f.startswith("slower") for f in c.flags) for c in self.cells),
+            "more_memory": sum(any(f.startswith("memory") for f in c.flags) for c in self.cells),
+        }
+
+    def to_json(self) -> str:
+        data = self.model_dump(mode="json")
+        data["regressed"] = self.regressed
+        data["counts"] = self.counts()
+        for c, cd in zip(self.cells, data["cells"], strict=True):
+            cd["regressed"] = c.regressed
+        return json.dumps(data, indent=2)
+
+
+# ----------------------------------------------------------------------------- renderings
 
 _STYLE = {"improved": "green", "regressed": "bold red", "noise": "dim", "n/a": "dim"}
 
@@ -30,7 +145,7 @@ def _fmt_delta(m: MetricChange | None) -> str:
     return f"{m.delta:+.2f}{m.unit}"
 
 
-def _cells(c: ConfigComparison) -> dict[str, str]:
+def _cells(c: CellComparison) -> dict[str, str]:
     p = c.primary
     # Only the other metrics that moved (at display precision): the JSON output has them all.
     others = ", ".join(
@@ -43,28 +158,28 @@ def _cells(c: ConfigComparison) -> dict[str, str]:
         res.append(f"mem x{c.memory_ratio:.2f}")
     status = c.status if c.status != "compared" else (p.verdict if p else "n/a")
     return {
-        "task": c.task, "method": c.method, "budget": c.budget, "model": c.model, "settings": c.settings,
+        "task": c.task, "method": c.method, "budget": c.budget, "model": c.model, "chosen": c.chosen,
         "metric": p.metric if p else "-",
         "baseline": _fmt(p.base_mean, p.base_std, p.base_n) if p else "-",
         "new": _fmt(p.new_mean, p.new_std, p.new_n) if p else "-",
         "delta": _fmt_delta(p), "band": f"±{p.band:.2f} {p.band_kind}" if p and p.band is not None else "-",
         "95% CI": f"[{p.ci_low:+.2f}, {p.ci_high:+.2f}]" if p and p.ci_low is not None else "-",
         "verdict": "REGRESSED" if c.regressed else status, "resources": ", ".join(res), "others": others,
-        "notes": "; ".join([*c.flags, *([p.band_note] if p and p.band_note else [])]),
+        "notes": "; ".join([*c.flags, *c.notes, *([p.band_note] if p and p.band_note else [])]),
     }  # fmt: skip
 
 
 def _columns(cmp: Comparison) -> list[str]:
     cols = ["task", "method", "budget"]
-    if len({c.model for c in cmp.configs}) > 1:
+    if len({c.model for c in cmp.cells}) > 1:
         cols.append("model")
-    if any(c.settings for c in cmp.configs):
-        cols.append("settings")
+    if any(c.chosen for c in cmp.cells):
+        cols.append("chosen")  # each side's grid point: "lr=1e-3", or "lr=1e-3 -> lr=3e-3"
     cols += ["metric", "baseline", "new", "delta", "band"]
-    if any(c.primary and c.primary.ci_low is not None for c in cmp.configs):
+    if any(c.primary and c.primary.ci_low is not None for c in cmp.cells):
         cols.append("95% CI")  # new - base, from the bootstrap
     cols += ["verdict", "resources"]
-    if any(_cells(c)["others"] for c in cmp.configs):
+    if any(_cells(c)["others"] for c in cmp.cells):
         cols.append("others")
     return [*cols, "notes"]
 
@@ -73,7 +188,7 @@ def summary_line(cmp: Comparison) -> str:
     k = cmp.counts()
     head = "REGRESSION" if cmp.regressed else "OK"
     return (
-        f"{head}: {k['regressed']} of {k['configs']} configs regressed "
+        f"{head}: {k['regressed']} of {k['cells']} cells regressed "
         f"({k['newly_failed']} newly failed, {k['missing']} missing, {k['slower']} slower, "
         f"{k['more_memory']} more memory); {k['improved']} improved, {k['noise']} within noise, "
         f"{k['new']} new."
@@ -85,7 +200,7 @@ def to_rich(cmp: Comparison) -> Table:
     table = Table(title=f"{cmp.suite}: {cmp.baseline} -> {cmp.new}")
     for col in cols:
         table.add_column(col, justify="right" if col in ("baseline", "new", "delta", "band", "95% CI") else "left")
-    for c in cmp.configs:
+    for c in cmp.cells:
         cells = _cells(c)
         verdict = "regressed" if c.regressed else (c.primary.verdict if c.primary else "n/a")
         style = _STYLE.get(verdict, "")
@@ -109,7 +224,7 @@ def to_markdown(cmp: Comparison) -> str:
         "| " + " | ".join(cols) + " |",
         "|" + "|".join("---" for _ in cols) + "|",
     ]
-    for c in cmp.configs:
+    for c in cmp.cells:
         cells = _cells(c)
         if c.regressed:
             cells["verdict"] = "**REGRESSED**"

@@ -32,6 +32,7 @@ from sift_bench.spec import Budget
 BEST, SAME = "★", "≈"
 N_RESAMPLES = 1000
 CONFIDENCE = 0.95
+_MAX_NOTES = 5
 
 # Rows in the paper's order: the references first, then the PEFT baselines, then SIFT.
 _METHOD_ORDER = ["full", "classifier_only", "adapter", "lora", "random", "sift"]
@@ -95,12 +96,15 @@ class Leaderboard:
         ]
 
     def footer(self) -> list[str]:
-        """The lines under the table: what a cell shows, the selection rule, the significance legend."""
+        """The lines under the table: what a cell shows, the selection rule, the significance legend and the
+        first notes (a run older than predictions.parquet can have one per cell)."""
+        more = len(self.notes) - _MAX_NOTES
         return [
             "Mean ± std over seeds of dev; (…) = the grid point chosen; * = average over the tasks present.",
             *self.rules,
             self.legend,
-            *self.notes,
+            *self.notes[:_MAX_NOTES],
+            *([f"... and {more} more comparisons not made."] if more > 0 else []),
         ]
 
     def to_rich(self, title: str = "Leaderboard") -> Table:
@@ -209,7 +213,7 @@ def selection_rules(cells: list[Cell]) -> list[str]:
         names = sorted({c.metric for c in group})
         metric = names[0] if len(names) == 1 else "primary metric"
         if selection == "heldout":
-            of = f"{metric} on a held-out {fraction:.0%} of the training set"
+            of = f"{metric} on a held-out {fraction * 100:g}% of the training set"
             tail = "each trial's best epoch picked there too; dev reported, not used to select"
         else:
             of = f"dev {metric}"
@@ -274,7 +278,7 @@ def significance_marks(
                         ).distinguishable  # fmt: skip
                     except SiftBenchError as e:
                         notes.append(f"{where}: {c.variant} vs {best.variant} not compared: {e}")
-                        tested[pair] = True
+                        tested[pair] = True  # not compared: claim no "indistinguishable"
                 if not tested[pair]:
                     per_group.setdefault(cell_key(c), {})[budget] = SAME
     # A budgeted cell is in one comparison, a knob-less one in each of its task's budgets.

@@ -35,7 +35,8 @@ trials.parquet -- one row per trial (the latest attempt of each trial id; a reru
     gpu_ids             list<str>  accelerator ids Ray assigned the trial (what it saw in CUDA_VISIBLE_DEVICES);
                                [] on a CPU trial and under --serial
     node                str    the Ray node id that ran the trial; null under --serial
-    started_at          str    ISO-8601 UTC time the trial's (last) attempt started
+    started_at          str    ISO-8601 UTC time (to the ms) the trial's last attempt started, as its
+                               scheduler saw it; null for a trial whose worker died before reporting
     status              str    "ok" or "failed"
     error               str    error text of a failed trial, else null
     schema_version      int64  sift_bench.spec.SCHEMA_VERSION the row was first written with

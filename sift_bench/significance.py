@@ -247,8 +247,7 @@ def _align(a: list[PredictionSet], b: list[PredictionSet]) -> tuple[np.ndarray, 
         common, union = np.intersect1d(common, s.examples), np.union1d(union, s.examples)
     if len(common) == 0:
         raise SiftBenchError(
-            f"The prediction sets share no dev example (trials {sets[0].trial_id} and "
-            f"{next(s.trial_id for s in sets if len(np.intersect1d(sets[0].examples, s.examples)) == 0)}); "
+            f"The prediction sets of trials {', '.join(s.trial_id for s in sets)} share no dev example; "
             "compare configs that were evaluated on the same dev split."
         )
     return common, len(union) - len(common)
@@ -280,8 +279,9 @@ def paired_bootstrap(
         side = "a" if not a else "b"
         raise SiftBenchError(f"paired_bootstrap: side {side} has no prediction set; pass one per seed of each config.")
     if n_resamples < 1 or not 0 < confidence < 1:
-        raise SiftBenchError(f"paired_bootstrap: need n_resamples >= 1 and 0 < confidence < 1, not {n_resamples}, "
-                             f"{confidence}.")  # fmt: skip
+        raise SiftBenchError(
+            f"paired_bootstrap: need n_resamples >= 1 and 0 < confidence < 1, not {n_resamples} and {confidence}."
+        )
     keys, n_dropped = _align(a, b)
     a_arrays, b_arrays = [_take(s, keys) for s in a], [_take(s, keys) for s in b]
     labels = a_arrays[0][1]
@@ -342,5 +342,6 @@ class TrialPredictions:
         split = resolved[1]
         if split not in self._sets:
             self._sets[split] = prediction_sets(self._rows, split)
-        sets = [self._sets[split].get(str(t)) for t in trial_ids]
-        return None if not sets or any(s is None for s in sets) else sets  # type: ignore[return-value]
+        found = self._sets[split]
+        ids = [str(t) for t in trial_ids]
+        return [found[t] for t in ids] if ids and all(t in found for t in ids) else None

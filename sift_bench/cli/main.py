@@ -11,6 +11,7 @@ from sift_bench import __version__
 from sift_bench.cli.analyze import analyze_app
 from sift_bench.cli.common import console, err_console, fail, make_typer, user_errors
 from sift_bench.cli.evaluate import eval_app
+from sift_bench.cli.pairs import pairs
 
 app = make_typer("Benchmark sparse fine-tuning (SIFT) against full fine-tuning, LoRA, adapters and more.")
 app.add_typer(eval_app, name="eval")
@@ -234,7 +235,7 @@ def compare(
     baseline: Annotated[str, typer.Argument(help="Baseline results folder (results/<suite>/).")],
     new: Annotated[str, typer.Argument(help="New results folder, judged against the baseline.")],
     tolerance: Annotated[
-        float, typer.Option(help="Noise band with one seed; floor of the seed-spread band (points for % metrics).")
+        float, typer.Option(help="Noise band with one seed; floor of the seed-std and bootstrap bands (points for %).")
     ] = 1.0,
     time_threshold: Annotated[
         float, typer.Option(help="Flag configs whose mean train time grew by more than this ratio (0: off).")
@@ -295,3 +296,7 @@ def dashboard(
         else:
             path = write_dashboard(results, output, tolerance=tolerance)
             console.print(f"Wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, self-contained)")
+
+
+# `pairs` (A vs B at every budget, bootstrap intervals) lives in cli/pairs.py; listed after the reports.
+app.command()(pairs)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sift_bench.cli import app
-from sift_bench.compare import Comparison, ConfigComparison, compare_paths, to_markdown
+from sift_bench.compare import Comparison, CellComparison, compare_paths, to_markdown
 from sift_bench.results import ResultStore
 from sift_bench.spec import Prediction, TrialResult, TrialSpec
 
@@ -21,8 +21,8 @@ def run_cli(*args: Any) -> Any:
     return CliRunner().invoke(app, ["compare", *map(str, args)])
 
 
-def by_method(cmp: Comparison) -> dict[str, ConfigComparison]:
-    return {c.method: c for c in cmp.configs}
+def by_method(cmp: Comparison) -> dict[str, CellComparison]:
+    return {c.method: c for c in cmp.cells}
 
 
 DEV = np.random.default_rng(0).integers(0, 2, 400)  # the dev labels every trial below predicts
@@ -116,6 +116,6 @@ def test_output_says_which_band(tmp_path: Path) -> None:
     table = run_cli(base, new)
     assert table.exit_code == 1 and "bootstrap" in table.output
     data = json.loads(run_cli(base, new, "--format", "json").output)
-    assert {c["metrics"][0]["band_kind"] for c in data["configs"]} == {"bootstrap"}
+    assert {c["metrics"][0]["band_kind"] for c in data["cells"]} == {"bootstrap"}
     plain = to_markdown(compare_paths(base, new, metric="eval_loss"))
     assert "seed std" in plain and "95% CI" not in plain

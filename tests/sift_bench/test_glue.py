@@ -101,6 +101,8 @@ EMBEDDED_SHA256 = {
     ("MRPC", "dev"): "9e8f284788040f7c9ecde2e1b3c07237c756f926bd9ef8548ef5d34b56f69f17",
     ("RTE", "train"): "41e3a9b063433392343fad9e962cf2f58b681c78d8f71592f4186f0837246c5c",
     ("RTE", "dev"): "80230dfa1347282e7b532b06a1004a76a710087541189bf874223ddf0e3819fb",
+    ("SST-2", "train"): "ff2a277b0ea2b260df5842ab0c027c2b82fdc1dffacb8da0ca3f30781eb90564",  # first 4000 rows
+    ("SST-2", "dev"): "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",
 }
 
 
@@ -152,6 +154,23 @@ def test_embedded_copy_is_whole_and_used_without_a_data_dir(glue_dir: Path, fold
         assert hashlib.sha256(embedded).hexdigest() == EMBEDDED_SHA256[folder, split]
         rows = TASKS.get(name).load(None, split)  # no data_dir, no $SIFT_BENCH_DATA: the embedded copy
         assert rows[:300] == TASKS.get(name).load(str(glue_dir), split)  # the slices are its first rows
+
+
+def test_embedded_sst2_slice_serves_only_what_it_holds(monkeypatch):
+    monkeypatch.delenv("SIFT_BENCH_DATA", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub must be refused at once, not retried
+    for split in ("train", "dev"):
+        embedded = (EMBEDDED / "SST-2" / f"{split}.tsv").read_bytes()
+        assert hashlib.sha256(embedded).hexdigest() == EMBEDDED_SHA256["SST-2", split]
+    sst2 = TASKS.get("sst2")
+    assert len(sst2.load(None, "dev")) == 872  # the whole dev set ships
+    rows = sst2.load(None, "train", 4000)
+    assert len(rows) == 4000 and Counter(r["label"] for r in rows) == {1: 2193, 0: 1807}
+    # More than the slice holds (or all of it) must not silently come back as 4000 rows: it goes to the hub,
+    # and the error says why the slice was passed over.
+    for wanted in (None, 4001):
+        with pytest.raises(SiftBenchError, match="slice holds its first 4000 rows; set max_train_samples <= 4000"):
+            sst2.load(None, "train", wanted)
 
 
 def _fake_hub(glue_dir: Path, calls: list):

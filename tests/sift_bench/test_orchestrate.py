@@ -27,7 +27,7 @@ from rich.console import Console
 
 from sift_bench.driver import run_suite
 from sift_bench.expand import expand
-from sift_bench.results import ResultStore, read_trials
+from sift_bench.results import ResultStore, read_predictions, read_trials
 from sift_bench.schedulers import SerialScheduler, TrialEvents
 from sift_bench.spec import TrialResult, TrialSpec
 from sift_bench.suite import load_suite, validate_suite
@@ -287,6 +287,13 @@ def test_ray_run_writes_tables_then_second_run_does_no_work(tmp_path: Path, ray_
     assert sorted(r["trial_id"] for r in trials) == sorted(s.trial_id for s in expand(suite))
     assert all(r["status"] == "ok" and r["metric.accuracy"] is not None for r in trials)
     assert {r["method"] for r in trials} == {"classifier_only", "full"}
+    # Where each ran (one local node, no GPUs asked) and its 16 dev predictions, written by the driver.
+    assert all(r["gpu_ids"] == [] and r["node"] and r["started_at"] for r in trials)
+    assert len({r["node"] for r in trials}) == 1
+    predictions = read_predictions(out)
+    assert sorted((p["trial_id"], p["example"]) for p in predictions) == sorted(
+        (r["trial_id"], i) for r in trials for i in range(16)
+    )
     evals = pq.read_table(out / "evals.parquet").to_pylist()
     assert {(e["trial_id"], e["epoch"]) for e in evals if e["metric"] == "accuracy"} == {
         (r["trial_id"], ep) for r in trials for ep in (1, 2)

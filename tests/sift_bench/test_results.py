@@ -267,3 +267,10 @@ def test_schema_2_rows_are_upgraded_on_read(tmp_path: Path) -> None:
     store.add(make_result(seed=1))
     table = pq.read_table(tmp_path / "trials.parquet")
     assert added <= set(table.column_names) and table.num_rows == 2
+
+
+def test_damaged_predictions_table_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "predictions.parquet").write_bytes(b"PAR1 half a file")
+    with pytest.raises(SiftBenchError, match=r"predictions\.parquet.*delete it and rerun the suite"):
+        ResultStore(tmp_path).add(make_result(predictions=_predictions(("1", "1"))))
+    assert not (tmp_path / "trials.parquet").exists()  # no trial marked done without its predictions

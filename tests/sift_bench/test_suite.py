@@ -170,3 +170,21 @@ def test_bad_suites_on_the_command_line_exit_2_without_a_traceback(tmp_path: Pat
         result = CliRunner().invoke(app, ["plan", str(path)])
         assert result.exit_code == 2, result.output
         assert fragment in " ".join(result.output.split()) and "Traceback" not in result.output
+
+
+def test_heldout_selection_sets_every_trials_fraction_and_is_checked() -> None:
+    from sift_bench.expand import expand
+
+    specs = expand(validate_suite(bad(selection="heldout"), "x.yaml"))
+    assert {s.train.heldout_fraction for s in specs} == {0.1}
+    specs = expand(validate_suite(bad(selection="heldout", heldout_fraction=0.25), "x.yaml"))
+    assert {s.train.heldout_fraction for s in specs} == {0.25}
+    # The default (dev) leaves the setting, and so every trial id, as before it existed.
+    plain = expand(validate_suite(bad(), "x.yaml"))
+    assert {s.train.heldout_fraction for s in plain} == {0.0}
+    assert all("heldout_fraction" not in s.identity()["train"] for s in plain)
+    assert {s.trial_id for s in plain}.isdisjoint(s.trial_id for s in specs)
+    [(path, msg)] = errors_of(bad(heldout_fraction=0.2))
+    assert path == "heldout_fraction" and "selection: heldout" in msg
+    [(path, msg)] = errors_of(bad(selection="test"))
+    assert path == "selection" and "'dev' or 'heldout'" in msg

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import string
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_bert
@@ -119,3 +121,87 @@ def test_peak_memory_is_per_trial_not_per_process(tiny_checkpoint: str, glue_dir
     assert r.status == "ok", r.error
     assert 0 < r.peak_memory_bytes < before + 2**29  # a tiny trial adds far less than 512 MiB
     assert "epoch" not in r.best and r.best_epoch == 1
+
+
+# ---- per-example predictions, held-out selection, and the weights the evaluators score ------------------
+
+
+def test_predictions_are_the_best_epochs_and_give_its_metrics(tiny_checkpoint: str, glue_dir: Path):
+    from sift_bench.evaluators.glue import glue_metrics
+
+    r = run_trial(spec(tiny_checkpoint, glue_dir, "full", epochs=2))
+    assert r.status == "ok", r.error
+    assert [p.example for p in r.predictions] == list(range(24)) and {p.split for p in r.predictions} == {"dev"}
+    preds = [int(p.prediction) for p in r.predictions]
+    labels = [int(p.label) for p in r.predictions]
+    scores = glue_metrics("mrpc", np.array(preds), np.array(labels))
+    assert scores["accuracy"] == pytest.approx(r.best["accuracy"]) and scores["f1"] == pytest.approx(r.best["f1"])
+
+
+def test_heldout_split_is_disjoint_fixed_and_independent_of_the_seed():
+    from sift_bench.trial_setup import split_heldout
+
+    rows = [{"text_a": str(i), "text_b": None, "label": i % 2} for i in range(50)]
+    train, held = split_heldout(rows, 0.2)
+    assert len(held) == 10 and len(train) == 40
+    assert not {r["text_a"] for r in train} & {r["text_a"] for r in held}
+    assert sorted([*train, *held], key=lambda r: int(r["text_a"])) == rows
+    assert train == sorted(train, key=lambda r: int(r["text_a"]))  # file order kept
+    torch.manual_seed(123)  # the trial's seed must not move the split
+    assert split_heldout(rows, 0.2) == (train, held)
+    assert split_heldout(rows, 0.0) == (rows, [])
+    with pytest.raises(Exception, match="heldout_fraction"):
+        split_heldout(rows[:1], 0.5)
+
+
+def test_heldout_selection_picks_the_epoch_on_the_heldout_slice(tiny_checkpoint: str, glue_dir: Path, monkeypatch):
+    from sift_bench.tasks.glue import GlueTask
+
+    real = GlueTask.evaluate
+    scripted = {"dev": iter([0.9, 0.1, 0.2]), "heldout": iter([0.3, 0.8, 0.5])}
+
+    def evaluate(self, forward, loaders, predictions=None):
+        # The held-out call is the one without a predictions list; script both so dev and heldout disagree.
+        metrics = real(self, forward, loaders, predictions)
+        metrics["accuracy"] = next(scripted["dev" if predictions is not None else "heldout"])
+        return metrics
+
+    monkeypatch.setattr(GlueTask, "evaluate", evaluate)
+    r = run_trial(spec(tiny_checkpoint, glue_dir, "lora", epochs=3, heldout_fraction=0.25))
+    assert r.status == "ok", r.error
+    assert r.best_epoch == 2  # held-out best (0.8), although dev's best is epoch 1 (0.9)
+    assert r.best["accuracy"] == 0.1 and r.best["heldout_accuracy"] == 0.8
+    assert [e["heldout_accuracy"] for e in r.epochs] == [0.3, 0.8, 0.5]
+
+
+def test_evaluators_score_the_best_epochs_weights(tiny_checkpoint: str, glue_dir: Path, monkeypatch):
+    from sift_bench.evaluators.base import EVALUATORS, Evaluator, EvaluatorOptions
+    from sift_bench.tasks.glue import GlueTask
+
+    def fingerprint(model: torch.nn.Module) -> float:
+        return float(sum(p.detach().double().sum() for p in model.parameters()))
+
+    seen: list[float] = []  # the weights' fingerprint at each epoch's evaluation
+    real = GlueTask.evaluate
+
+    def evaluate(self, forward, loaders, predictions=None):
+        metrics = real(self, forward, loaders, predictions)
+        seen.append(fingerprint(inspect.unwrap(forward).__defaults__[0]))  # its default argument is the model
+        metrics["accuracy"] = [0.2, 0.9, 0.4][len(seen) - 1]  # epoch 2 is the best
+        return metrics
+
+    class Probe(Evaluator):
+        name = "probe"
+        options = EvaluatorOptions
+
+        def evaluate(self, model, tokenizer, opts) -> dict[str, float]:
+            return {"probe": fingerprint(model)}
+
+    monkeypatch.setattr(GlueTask, "evaluate", evaluate)
+    monkeypatch.setitem(EVALUATORS._items, "probe", Probe())
+    s = spec(tiny_checkpoint, glue_dir, "full", epochs=3).model_copy(update={"evaluators": {"probe": {}}})
+    r = run_trial(s)
+    assert r.status == "ok", r.error
+    assert r.best_epoch == 2 and r.scored_epoch == 2
+    assert r.best["probe"] == pytest.approx(seen[1]) and seen[1] != pytest.approx(seen[2])
+    assert "probe" in r.epochs[1] and "probe" not in r.epochs[2]
