@@ -340,7 +340,11 @@ def _seed_flags(cc: CellComparison, b_ok: pd.DataFrame, ng: pd.DataFrame) -> Non
             there = new_points[point]
             missing |= seeds - set(there["seed"].astype(int))
             failed |= seeds & set(there[there["status"] != "ok"]["seed"].astype(int))
+    if cc.status == "newly_failed":  # nothing finished in the new cell, whatever its grid points
+        failed |= set(b_ok["seed"].astype(int)) & set(ng["seed"].astype(int))
     cc.missing_seeds, cc.newly_failed_seeds = sorted(missing), sorted(failed)
+    if cc.status == "newly_failed" and not failed:
+        cc.flags.append("newly failed: no trial of the cell finished in the new run")
     if cc.status == "missing":
         cc.flags.append(f"missing: seeds {_seeds(cc.missing_seeds)} not in the new run")
     elif cc.missing_seeds:

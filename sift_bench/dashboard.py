@@ -202,7 +202,7 @@ def regression_html(cmp: Comparison) -> tuple[str, go.Figure | None]:
         '<th>Δ</th><th>band</th><th class="l">verdict</th><th>time</th><th>memory</th><th class="l">notes</th>'
         "</tr></thead><tbody>",
     ]
-    for c in cmp.configs:
+    for c in cmp.cells:
         p = c.primary
         verdict = "regressed" if c.regressed else c.status if c.status != "compared" else p.verdict if p else "n/a"
         label = c.status if c.status != "compared" else (p.verdict if p else "n/a")
@@ -216,7 +216,7 @@ def regression_html(cmp: Comparison) -> tuple[str, go.Figure | None]:
         parts.append(
             f'<tr class="{verdict}"><td class="l">{html.escape(c.task)}</td><td class="l">'
             f'{html.escape(c.method)}</td><td class="l">{html.escape(c.budget)}</td>'
-            f'<td class="l">{html.escape(c.model)}{" " + html.escape(c.settings) if c.settings else ""}</td>'
+            f'<td class="l">{html.escape(c.model)}{" " + html.escape(c.chosen) if c.chosen else ""}</td>'
             f'<td class="l">{html.escape(p.metric) if p else "-"}</td>'
             f"<td>{cell(p.base_mean, p.base_std, p.base_n) if p else '-'}</td>"
             f"<td>{cell(p.new_mean, p.new_std, p.new_n) if p else '-'}</td>"
@@ -224,15 +224,15 @@ def regression_html(cmp: Comparison) -> tuple[str, go.Figure | None]:
             f"<td>{f'±{p.band:.2f}' if p and p.band is not None else '-'}</td>"
             f'<td class="l">{"REGRESSED" if c.regressed else label}</td>'
             f"<td>{ratio(c.time_ratio)}</td><td>{ratio(c.memory_ratio)}</td>"
-            f'<td class="l notes">{html.escape("; ".join(c.flags))}</td></tr>'
+            f'<td class="l notes">{html.escape("; ".join([*c.flags, *c.notes]))}</td></tr>'
         )
     parts.append("</tbody></table>")
 
-    changes = [c for c in cmp.configs if c.primary and c.primary.delta is not None]
+    changes = [c for c in cmp.cells if c.primary and c.primary.delta is not None]
     if not changes:
         return "".join(parts), None
     colour = {"improved": "#2ca02c", "regressed": "#d62728", "noise": "#9e9e9e"}
-    labels = [f"{c.task} {c.method} {c.budget}" + (f" {c.settings}" if c.settings else "") for c in changes]
+    labels = [f"{c.task} {c.method} {c.budget}" + (f" {c.chosen}" if c.chosen else "") for c in changes]
     fig = go.Figure(
         go.Bar(
             x=labels, y=[c.primary.delta for c in changes],

@@ -118,8 +118,8 @@ class PairReport:
         return [
             f"{self.a} − {self.b}: mean over seeds of {self.a}'s chosen config minus {self.b}'s, on the dev examples "
             f"both have ({units}); {self.confidence:.0%} interval of a paired bootstrap over dev examples pooled "
-            f"over seeds ({self.n_resamples} resamples). A budget of - is a knob-less method, paired with every "
-            "budget of the other side.",
+            f"over seeds ({self.n_resamples} resamples). A knob-less method (full, classifier_only: no budget) is "
+            "paired with every budget of the other side.",
             *self.rules,
             *list(dict.fromkeys(p.note for p in self.pairs if p.note)),
             self.summary_line(),
@@ -155,11 +155,8 @@ def _cell_mean(cell: Cell, metric: str) -> str:
 
 
 def _style(pair: Pair, a: str) -> str:
-    if pair.verdict == f"{a} better":
-        return "green"
-    if pair.verdict in (SAME, NOT_COMPARED):
-        return "dim" if pair.verdict == NOT_COMPARED else ""
-    return "red"
+    """Green where A is significantly better, red where B is, dim where nothing was compared."""
+    return {SAME: "", NOT_COMPARED: "dim", f"{a} better": "green"}.get(pair.verdict, "red")
 
 
 # ----------------------------------------------------------------------------- pairing and testing
@@ -237,9 +234,10 @@ def compare_pairs(
         pairs.append(Pair(ca, cb, budget, name, result=result))
     if metric is not None and all(bootstrap_metric(p.a.task, metric) is None for p in pairs):
         tasks = sorted({p.a.task for p in pairs})
+        known = "; ".join(f"{t}: {', '.join(GLUE_METRICS.get(t, ())) or '-'}" for t in tasks)
         raise SiftBenchError(
-            f"--metric {metric}: no task of this pair can compute it from predictions ({pairs[0].note}); "
-            f"pass one of the tasks' metrics ({', '.join(t + ': ' + '/'.join(GLUE_METRICS.get(t, ())) for t in tasks)})."
+            f"--metric {metric}: no task of this pair can compute it from per-example predictions; pass one of "
+            f"the tasks' metrics ({known}) or leave --metric out for each task's primary metric."
         )
     rules = selection_rules([c for p in found for c in p[:2]])
     return PairReport(a, b, pairs, n_resamples=n_resamples, confidence=confidence, rules=rules)

@@ -238,17 +238,17 @@ def compare(
         float, typer.Option(help="Noise band with one seed; floor of the seed-std and bootstrap bands (points for %).")
     ] = 1.0,
     time_threshold: Annotated[
-        float, typer.Option(help="Flag configs whose mean train time grew by more than this ratio (0: off).")
+        float, typer.Option(help="Flag cells whose mean train time grew by more than this ratio (0: off).")
     ] = 1.5,
     memory_threshold: Annotated[
-        float, typer.Option(help="Flag configs whose mean peak memory grew by more than this ratio (0: off).")
+        float, typer.Option(help="Flag cells whose mean peak memory grew by more than this ratio (0: off).")
     ] = 1.2,
     fmt: Annotated[str, typer.Option("--format", help="Output: table, json or md.")] = "table",
     metric: Annotated[
         str | None, typer.Option(help="Gate on this metric (e.g. eval_loss) instead of each task's primary one.")
     ] = None,
 ) -> None:
-    """Compare two runs of a suite config by config. Exit 0: no regression, 1: regression, 2: bad input."""
+    """Compare two runs cell by cell, each at its chosen grid point. Exit 0: ok, 1: regression, 2: bad input."""
     from rich.console import Console
 
     from sift_bench.compare import compare_paths, summary_line, to_markdown, to_rich

@@ -31,24 +31,33 @@ def trial(
     status: str = "ok",
     primary: str = "accuracy",
     lr: float = 2e-4,
+    grid: bool = False,
+    epochs: float = 3,
+    variant: str | None = None,
+    heldout: float | None = None,
     train_seconds: float = 10.0,
     memory: int = 100 * MIB,
     data_dir: str = "/data/glue",
     suite: str = "quickstart",
     extra: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One trials.parquet row, shaped as schema 1 had it (no config_key, variant or grid): every read
-    goes through the upgrade that keeps the committed CI baseline comparable."""
+    """One trials.parquet row, shaped as schema 1 had it (no config_key column): every read goes through
+    the upgrade that keeps the committed CI baseline comparable. `grid`: lr is a grid point of the suite's
+    lr grid; `heldout`: the trial held out 20% of the training set and scored this there."""
+    fraction = 0.2 if heldout is not None else 0.0
     spec = TrialSpec(
-        model="minilm-l6", task=task, method=method, budget=budget, seed=seed,
-        train=TrainSettings(learning_rate=lr), data_dir=data_dir, suite=suite,
+        model="minilm-l6", task=task, method=method, budget=budget, seed=seed, data_dir=data_dir, suite=suite,
+        train=TrainSettings(learning_rate=lr, epochs=epochs, heldout_fraction=fraction), variant=variant,
+        grid={"learning_rate": lr} if grid else {},
     )  # fmt: skip
     metrics = {primary: value} if value is not None and status == "ok" else {}
     metrics.update(extra or {})
+    if heldout is not None:
+        metrics[f"heldout_{primary}"] = heldout
     row: dict[str, Any] = {
         "suite": suite, "trial_id": spec.trial_id, "model": spec.model, "task": task, "method": method,
         "budget": budget, "knob": "sparsity", "knob_value": 0.008, "trainable_params": 1000,
-        "head_params": 10, "seed": seed, "train.learning_rate": lr,
+        "head_params": 10, "seed": seed, "train.learning_rate": lr, "train.heldout_fraction": fraction,
         "spec": json.dumps(spec.model_dump(mode="json")), "primary_metric": primary, "best_epoch": 1,
         "train_seconds": train_seconds, "eval_seconds": 1.0, "tokens_per_second": 100.0,
         "peak_memory_bytes": memory, "device": "cpu", "status": status,
@@ -86,7 +95,7 @@ def run_cli(*args: str) -> Any:
 
 
 def by_method(cmp: Any) -> dict[str, Any]:
-    return {c.method: c for c in cmp.configs}
+    return {c.method: c for c in cmp.cells}
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -97,11 +106,11 @@ def test_identical_runs_pass(tmp_path: Path) -> None:
     base, new = write_run(tmp_path / "a", rows), write_run(tmp_path / "b", rows)
     cmp = compare_paths(base, new)
     assert not cmp.regressed
-    assert len(cmp.configs) == 2  # three seeds folded into one config each
-    assert all(c.primary.verdict == "noise" and c.primary.delta == 0 for c in cmp.configs)
+    assert len(cmp.cells) == 2  # three seeds folded into one config each
+    assert all(c.primary.verdict == "noise" and c.primary.delta == 0 for c in cmp.cells)
     result = run_cli(base, new)
     assert result.exit_code == 0, result.output
-    assert "OK: 0 of 2 configs regressed" in result.output
+    assert "OK: 0 of 2 cells regressed" in result.output
 
 
 def test_single_seed_improvement_regression_and_tolerance(tmp_path: Path) -> None:
@@ -147,8 +156,8 @@ def test_tolerance_is_a_floor_when_seeds_agree(tmp_path: Path) -> None:
     rows = [trial(seed=s, value=0.80) for s in (0, 1)]  # std 0: only the tolerance protects
     base = write_run(tmp_path / "a", rows)
     new = write_run(tmp_path / "b", [trial(seed=s, value=0.795) for s in (0, 1)])
-    assert compare_paths(base, new, tolerance=1.0).configs[0].primary.verdict == "noise"
-    assert compare_paths(base, new, tolerance=0.0).configs[0].primary.verdict == "regressed"
+    assert compare_paths(base, new, tolerance=1.0).cells[0].primary.verdict == "noise"
+    assert compare_paths(base, new, tolerance=0.0).cells[0].primary.verdict == "regressed"
 
 
 def test_direction_comes_from_the_metric_registry() -> None:
@@ -163,7 +172,7 @@ def test_direction_comes_from_the_metric_registry() -> None:
 def test_only_the_primary_metric_gates(tmp_path: Path) -> None:
     base = write_run(tmp_path / "a", [trial(primary="f1", value=0.80, extra={"accuracy": 0.80})])
     new = write_run(tmp_path / "b", [trial(primary="f1", value=0.80, extra={"accuracy": 0.70})])
-    c = compare_paths(base, new).configs[0]
+    c = compare_paths(base, new).cells[0]
     assert [m.metric for m in c.metrics] == ["f1", "accuracy"]  # primary first
     assert c.metrics[1].verdict == "regressed" and not c.regressed
 
@@ -174,7 +183,7 @@ def test_metric_option_gates_on_the_named_metric(tmp_path: Path) -> None:
     new = write_run(tmp_path / "b", [trial(value=0.6953, extra={"eval_loss": 0.650})])
     assert not compare_paths(base, new).regressed
     gated = compare_paths(base, new, metric="eval_loss", tolerance=0.01)
-    assert gated.regressed and gated.configs[0].primary.metric == "eval_loss"
+    assert gated.regressed and gated.cells[0].primary.metric == "eval_loss"
     assert not compare_paths(base, base, metric="eval_loss", tolerance=0.01).regressed
     result = run_cli(base, new, "--metric", "eval_loss", "--tolerance", "0.01")
     assert result.exit_code == 1, result.output
@@ -191,20 +200,83 @@ def test_matches_by_config_not_order_or_data_dir(tmp_path: Path) -> None:
     moved = [trial(method=r["method"], seed=r["seed"], value=r["metric.accuracy"], data_dir="/ci/glue") for r in rows]
     new = write_run(tmp_path / "b", moved, shuffle=True)
     cmp = compare_paths(base, new)
-    assert [c.status for c in cmp.configs] == ["compared", "compared"]
-    assert all(c.primary.delta == pytest.approx(0) for c in cmp.configs)
+    assert [c.status for c in cmp.cells] == ["compared", "compared"]
+    assert all(c.primary.delta == pytest.approx(0) for c in cmp.cells)
     assert not cmp.regressed
 
 
-def test_grid_configs_are_kept_apart(tmp_path: Path) -> None:
-    rows = [trial(lr=1e-4, value=0.80), trial(lr=1e-3, value=0.70)]
+def test_grid_cells_are_judged_at_the_mean_chosen_points(tmp_path: Path) -> None:
+    # A 2-point lr grid, 2 seeds. Baseline: lr=1e-3 scores 80/80 (mean 80), lr=3e-3 90/66 (mean 78); the
+    # best point per seed would be 3e-3 for seed 0 and 1e-3 for seed 1 (mean 85), the mean over seeds picks
+    # 1e-3 (80). New: lr=1e-3 70/72, lr=3e-3 82/82: 3e-3 (82). At the mean-chosen points that is +2 pt
+    # (improved); against the per-seed best it would read as a 3-point drop.
+    def run(root: Path, scores: dict[float, list[float]]) -> Path:
+        rows = [trial(lr=lr, grid=True, seed=s, value=v) for lr, vals in scores.items() for s, v in enumerate(vals)]
+        return write_run(root, rows)
+
+    base = run(tmp_path / "a", {1e-3: [0.80, 0.80], 3e-3: [0.90, 0.66]})
+    new = run(tmp_path / "b", {1e-3: [0.70, 0.72], 3e-3: [0.82, 0.82]})
+    cmp = compare_paths(base, new, tolerance=1.0)
+    assert len(cmp.cells) == 1  # one cell: the grid points are its candidates, not rows of their own
+    c = cmp.cells[0]
+    assert c.base_grid == {"learning_rate": 1e-3} and c.new_grid == {"learning_rate": 3e-3}
+    assert c.chosen == "lr=1e-3 -> lr=3e-3" and c.n_configs == 2 and c.selection == "dev"
+    p = c.primary
+    assert (p.base_mean, p.new_mean, p.base_n, p.new_n) == (pytest.approx(80.0), pytest.approx(82.0), 2, 2)
+    assert p.verdict == "improved" and not cmp.regressed and c.notes == []
+    assert c.base_seeds == c.new_seeds == [0, 1]
+    result = run_cli(base, new, "--format", "md")
+    assert result.exit_code == 0 and "| chosen |" in result.output and "lr=1e-3 -> lr=3e-3" in result.output
+    # Both sides choosing the same point show it once; judged there (80 -> 70.5: regressed).
+    worse = run(tmp_path / "c", {1e-3: [0.70, 0.71], 3e-3: [0.60, 0.60]})
+    c = compare_paths(base, worse).cells[0]
+    assert c.chosen == "lr=1e-3" and c.primary.delta == pytest.approx(-9.5) and c.regressed
+
+
+def test_heldout_selection_chooses_and_dev_is_judged(tmp_path: Path) -> None:
+    # Held out: lr=1e-3 scores 70 there, lr=3e-3 90, so 3e-3 is chosen although its dev score is lower.
+    rows = [trial(lr=1e-3, grid=True, value=0.80, heldout=0.70), trial(lr=3e-3, grid=True, value=0.75, heldout=0.90)]
     base = write_run(tmp_path / "a", rows)
-    new = write_run(tmp_path / "b", [trial(lr=1e-4, value=0.80), trial(lr=1e-3, value=0.60)])
+    c = compare_paths(base, base).cells[0]
+    assert c.chosen == "lr=3e-3" and c.selection == "heldout" and c.primary.base_mean == pytest.approx(75.0)
+    dev = write_run(tmp_path / "b", [trial(lr=1e-3, grid=True, value=0.80), trial(lr=3e-3, grid=True, value=0.75)])
+    c = compare_paths(base, dev).cells[0]
+    assert c.selection == "heldout -> dev" and c.chosen == "lr=3e-3 -> lr=1e-3"
+    assert any(n.startswith("settings differ outside the grid: train.heldout_fraction 0.2 -> 0.0") for n in c.notes)
+
+
+def test_settings_outside_the_grid_are_compared_with_a_note(tmp_path: Path) -> None:
+    # No grid, epochs changed: config-level matching would call this "missing" + "new"; the cell is
+    # compared, and the note says what changed.
+    base = write_run(tmp_path / "a", [trial(seed=s, value=0.80) for s in (0, 1)])
+    new = write_run(tmp_path / "b", [trial(seed=s, value=0.70, epochs=5) for s in (0, 1)])
     cmp = compare_paths(base, new)
-    variants = {c.settings: c for c in cmp.configs}
-    assert set(variants) == {"train.learning_rate=0.0001", "train.learning_rate=0.001"}
-    assert variants["train.learning_rate=0.001"].regressed
-    assert not variants["train.learning_rate=0.0001"].regressed
+    (c,) = cmp.cells
+    assert c.status == "compared" and c.regressed and c.missing_seeds == []
+    assert c.notes == ["settings differ outside the grid: train.epochs 3.0 -> 5.0"]
+    assert c.base_config_key != c.new_config_key and c.chosen == ""
+    md = to_markdown(cmp)
+    assert "settings differ outside the grid: train.epochs 3.0 -> 5.0" in md and "| chosen |" not in md
+
+
+def test_renamed_variant_and_changed_grid(tmp_path: Path) -> None:
+    base = write_run(
+        tmp_path / "a",
+        [trial(variant="sift_qv", lr=lr, grid=True, seed=s, value=0.8) for lr in (1e-3, 3e-3) for s in (0, 1)],
+    )
+    # Renamed to sift_a; the grid lost 3e-3 and gained 1e-2; seed 1 of lr=1e-3 did not run.
+    new = write_run(
+        tmp_path / "b",
+        [trial(variant="sift_a", lr=1e-3, grid=True, seed=0, value=0.8)]
+        + [trial(variant="sift_a", lr=1e-2, grid=True, seed=s, value=0.7) for s in (0, 1)],
+    )
+    (c,) = compare_paths(base, new).cells
+    assert c.method == "sift_a" and c.status == "compared" and c.chosen == "lr=1e-3"
+    assert c.notes[0] == "variant renamed: sift_qv -> sift_a"
+    assert (
+        "grid points only in the baseline: lr=3e-3" in c.notes and "grid points only in the new run: lr=0.01" in c.notes
+    )
+    assert c.missing_seeds == [1] and c.flags == ["missing seeds 1"]  # a seed lost at a shared point still gates
 
 
 def test_missing_new_failed_fixed(tmp_path: Path) -> None:
@@ -232,7 +304,7 @@ def test_missing_new_failed_fixed(tmp_path: Path) -> None:
         ],
     )
     cmp = compare_paths(base, new)
-    got = {(c.task, c.method): c for c in cmp.configs}
+    got = {(c.task, c.method): c for c in cmp.cells}
     assert got["mrpc", "lora"].status == "missing" and got["mrpc", "lora"].regressed
     assert got["mrpc", "full"].status == "newly_failed" and got["mrpc", "full"].regressed
     assert got["mrpc", "full"].newly_failed_seeds == [0] and got["mrpc", "full"].new_error == "RuntimeError: boom"
@@ -247,7 +319,7 @@ def test_missing_new_failed_fixed(tmp_path: Path) -> None:
     assert result.exit_code == 1
     data = json.loads(result.output)
     assert data["regressed"] is True and data["counts"]["new"] == 1
-    assert {c["method"] for c in data["configs"] if c["regressed"]} == {"lora", "full", "classifier_only"}
+    assert {c["method"] for c in data["cells"] if c["regressed"]} == {"lora", "full", "classifier_only"}
 
 
 def test_slower_and_more_memory(tmp_path: Path) -> None:
@@ -288,7 +360,7 @@ def test_markdown_and_table_output(tmp_path: Path) -> None:
     result = run_cli(base, new, "--format", "md")
     assert result.exit_code == 1 and "| task | method | budget |" in result.output
     table = run_cli(base, new)
-    assert table.exit_code == 1 and "REGRESSION: 1 of 2 configs regressed" in table.output
+    assert table.exit_code == 1 and "REGRESSION: 1 of 2 cells regressed" in table.output
 
 
 # ----------------------------------------------------------------------------- bad input: exit 2
@@ -357,9 +429,13 @@ def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
     same = store(tmp_path / "b" / "quickstart", {0: 0.80, 1: 0.82})
     worse = store(tmp_path / "c" / "quickstart", {0: 0.70, 1: 0.82}, failed={1})
     ok = compare_paths(base, same)
-    assert not ok.regressed and ok.configs[0].method == "sift_qv" and ok.configs[0].base_method == "sift"
-    assert ok.configs[0].key == TrialSpec(model="minilm-l6", task="mrpc", method="sift", budget="0.8%").config_key
-    bad = compare_paths(base, worse).configs[0]
+    assert not ok.regressed and ok.cells[0].method == "sift_qv" and ok.cells[0].base_method == "sift"
+    assert (
+        ok.cells[0].new_config_key
+        == ok.cells[0].base_config_key
+        == TrialSpec(model="minilm-l6", task="mrpc", method="sift", budget="0.8%").config_key
+    )
+    bad = compare_paths(base, worse).cells[0]
     assert bad.primary.metric == "f1" and bad.primary.delta == pytest.approx(-11.0)  # 81 -> 70 over ok seeds
     assert bad.newly_failed_seeds == [1] and bad.regressed
 
@@ -383,7 +459,17 @@ def test_baseline_compares_with_a_run_in_the_current_schema(tmp_path: Path) -> N
     for args in ((), ("--metric", "eval_loss", "--tolerance", "0.005")):
         result = run_cli(baseline, tmp_path / "quickstart", "--tolerance", "2", *args)
         assert result.exit_code == 0, result.output
-        assert "OK: 0 of 12 configs regressed" in " ".join(result.output.split())
+        assert "OK: 0 of 12 cells regressed" in " ".join(result.output.split())
     cmp = compare_paths(baseline, tmp_path / "quickstart")
-    assert [c.status for c in cmp.configs] == ["compared"] * 12
-    assert all(c.primary.delta == 0 for c in cmp.configs)
+    assert [c.status for c in cmp.cells] == ["compared"] * 12
+    assert all(c.primary.delta == 0 for c in cmp.cells)
+
+
+def test_a_cell_whose_new_grid_all_failed_regresses(tmp_path: Path) -> None:
+    # The grid moved (1e-3 -> 3e-3) and every new trial failed: no seed failed "at the same point", yet the
+    # cell finished nothing, so it still gates.
+    base = write_run(tmp_path / "a", [trial(lr=1e-3, grid=True, seed=s) for s in (0, 1)])
+    new = write_run(tmp_path / "b", [trial(lr=3e-3, grid=True, seed=s, status="failed") for s in (0, 1)])
+    (c,) = compare_paths(base, new).cells
+    assert c.status == "newly_failed" and c.newly_failed_seeds == [0, 1] and c.regressed
+    assert c.new_error == "RuntimeError: boom" and c.chosen == "lr=1e-3 -> lr=3e-3"

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from sift_bench.cli import app
-from sift_bench.compare import Comparison, CellComparison, compare_paths, to_markdown
+from sift_bench.compare import CellComparison, Comparison, compare_paths, to_markdown
 from sift_bench.results import ResultStore
-from sift_bench.spec import Prediction, TrialResult, TrialSpec
+from sift_bench.spec import Prediction, TrainSettings, TrialResult, TrialSpec
 
 
 def run_cli(*args: Any) -> Any:
@@ -35,12 +35,17 @@ def preds(wrong: np.ndarray | list[int]) -> np.ndarray:
     return p
 
 
-def store_run(root: Path, configs: dict[str, list[np.ndarray]], *, labels: np.ndarray = DEV) -> Path:
-    """A results folder written by ResultStore: per method one trial per seed, with its dev predictions."""
+def store_run(
+    root: Path, configs: dict[str, list[np.ndarray]], *, labels: np.ndarray = DEV, lr: float | None = None
+) -> Path:
+    """A results folder written by ResultStore: per method one trial per seed, with its dev predictions.
+    `lr`: the trials are that point of a learning-rate grid (call again on the same folder for another)."""
     rs = ResultStore(root)
     for method, per_seed in configs.items():
         for seed, p in enumerate(per_seed):
             spec = TrialSpec(model="minilm-l6", task="mrpc", method=method, budget="0.8%", seed=seed, suite="qs")
+            if lr is not None:
+                spec = spec.model_copy(update={"train": TrainSettings(learning_rate=lr), "grid": {"learning_rate": lr}})
             best = {"accuracy": float(np.mean(p == labels)), "eval_loss": 0.5}
             rows = [
                 Prediction(split="dev", example=i, prediction=str(v), label=str(y))
@@ -78,32 +83,46 @@ def test_bootstrap_band_when_both_sides_have_predictions(tmp_path: Path) -> None
     assert plain.ci_low is None
 
 
+def test_bootstrap_resamples_the_chosen_grid_points_only(tmp_path: Path) -> None:
+    # lr=1e-3 is the better point on both sides; lr=3e-3 (80 of 400 wrong) must not enter the bootstrap.
+    # The new run's chosen point loses the same 8 examples on both seeds: -2 pt, an interval below 0.
+    base, new = tmp_path / "a", tmp_path / "b"
+    for root, lost in ((base, []), (new, list(range(300, 308)))):
+        store_run(root, {"sift": [preds([*range(s * 10, 20), *lost]) for s in range(2)]}, lr=1e-3)
+        store_run(root, {"sift": [preds(range(80)) for _ in range(2)]}, lr=3e-3)
+    (c,) = compare_paths(base, new, tolerance=1.0).cells
+    assert c.chosen == "lr=1e-3" and c.n_configs == 2 and c.base_seeds == c.new_seeds == [0, 1]
+    p = c.primary
+    assert p.band_kind == "bootstrap" and p.n_examples == 400 and p.delta == pytest.approx(-2.0)
+    assert p.ci_low < p.ci_high < 0 and p.verdict == "regressed" and c.regressed
+
+
 def test_bootstrap_band_keeps_the_tolerance_floor(tmp_path: Path) -> None:
     # 6 examples of 400 lost on the only seed: -1.5 pt, clearly outside the interval's noise; the tolerance
     # still forgives changes smaller than itself, as with the seed-std band.
     base = store_run(tmp_path / "a", {"sift": [preds([])]})
     new = store_run(tmp_path / "b", {"sift": [preds(range(6))]})
     for tolerance, verdict in ((2.0, "noise"), (1.0, "regressed"), (0.0, "regressed")):
-        p = compare_paths(base, new, tolerance=tolerance).configs[0].primary
+        p = compare_paths(base, new, tolerance=tolerance).cells[0].primary
         assert p.band_kind == "bootstrap" and p.ci_high < 0 and p.verdict == verdict, tolerance
     # A gain of 1 example in 400 (+0.25 pt) is not distinguishable: noise even with --tolerance 0.
     up = store_run(tmp_path / "c", {"sift": [preds(range(5))]})
-    p = compare_paths(new, up, tolerance=0.0).configs[0].primary
+    p = compare_paths(new, up, tolerance=0.0).cells[0].primary
     assert p.delta == pytest.approx(0.25) and p.ci_low == 0.0 and p.verdict == "noise"
 
 
 def test_seed_std_band_without_per_example_metric_or_same_examples(tmp_path: Path) -> None:
     base = store_run(tmp_path / "a", {"sift": [preds([]), preds([1])]})
     # eval_loss has no per-example form: seed std, as the CI's second gate expects.
-    p = compare_paths(base, base, metric="eval_loss", tolerance=0.005).configs[0].primary
+    p = compare_paths(base, base, metric="eval_loss", tolerance=0.005).cells[0].primary
     assert p.band_kind == "seed std" and p.verdict == "noise"
     # Other dev labels in the new run (other data): the means are still compared, by seed std, and it says why.
     other = store_run(tmp_path / "b", {"sift": [preds([]), preds([1])]}, labels=1 - DEV)
-    p = compare_paths(base, other).configs[0].primary
+    p = compare_paths(base, other).cells[0].primary
     assert p.band_kind == "seed std" and "bootstrap not used" in p.band_note and "disagree on the labels" in p.band_note
     # Only one side with predictions: seed std.
     (other / "predictions.parquet").unlink()
-    assert compare_paths(base, other).configs[0].primary.band_kind == "seed std"
+    assert compare_paths(base, other).cells[0].primary.band_kind == "seed std"
 
 
 def test_output_says_which_band(tmp_path: Path) -> None:

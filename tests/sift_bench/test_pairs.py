@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("SIFT_BENCH_CHROMIUM", "/usr/bin/chromium"))
 LABELS = [(i * 7) % 3 % 2 for i in range(200)]  # 200 dev examples, both classes
 BUDGETS = ("0.1%", "1%")
+PARAMS = {"0.1%": 22_000, "1%": 220_000, None: 22_000_000}  # a MiniLM-sized body (full; classifier_only: 0)
 EXTRA = list(range(150, 160))  # the 10 examples random gets wrong and sift gets right, on every seed
 
 
@@ -40,7 +41,7 @@ def add_trial(store: ResultStore, method: str, budget: str | None, seed: int, lr
     acc = 1 - len(bad) / len(LABELS)
     store.add(TrialResult(trial_id=spec.trial_id, spec=spec, status="ok", primary_metric="accuracy",
                           best={"accuracy": acc}, epochs=[{"accuracy": acc}], best_epoch=1, predictions=preds,
-                          trainable_params=22_000 if budget == "0.1%" else 220_000 if budget else 22_000_000))  # fmt: skip
+                          trainable_params=0 if method == "classifier_only" else PARAMS[budget]))  # fmt: skip
 
 
 @pytest.fixture()
@@ -75,7 +76,8 @@ def test_a_right_on_ten_more_examples_is_five_points_better(run_dir: Path) -> No
     # The other way round: B is better, and the summary says so.
     flipped = load_pairs(run_dir, "random", "sift")
     assert {p.verdict for p in flipped.pairs} == {"sift better"}
-    assert flipped.summary_line() == "random beat sift at 0 of 2 budgets (0 significantly); sift was significantly better at 2."
+    summary = "random beat sift at 0 of 2 budgets (0 significantly); sift was significantly better at 2."
+    assert flipped.summary_line() == summary
 
 
 def test_identical_predictions_are_indistinguishable(run_dir: Path) -> None:
@@ -100,6 +102,13 @@ def test_knobless_b_pairs_with_every_budget_of_a(run_dir: Path) -> None:
     report = load_pairs(run_dir, "full", "random")
     assert [p.verdict for p in report.pairs] == ["full better"] * 2
     assert [round(p.result.diff * 100, 2) for p in report.pairs if p.result] == [5.0, 5.0]
+    # Two knob-less methods: one row, no budget.
+    store = ResultStore(run_dir)
+    for seed in range(3):
+        add_trial(store, "classifier_only", None, seed, 1e-3, list(range(100)))  # 50%: the majority class
+    both = load_pairs(run_dir, "full", "classifier_only")
+    assert [(p.budget, p.verdict) for p in both.pairs] == [(None, "full better")]
+    assert both.cells(both.pairs[0])[1] == "-" and both.summary_line().startswith("full beat classifier_only at 1 of 1")
 
 
 def test_cli_table_markdown_and_bad_input(run_dir: Path) -> None:
@@ -113,7 +122,8 @@ def test_cli_table_markdown_and_bad_input(run_dir: Path) -> None:
     assert head == "| task | budget | sift chosen | sift | full chosen | full | sift − full | 95% CI | verdict |"
     rows = [ln for ln in md.output.splitlines() if ln.startswith("| rte")]
     assert len(rows) == 2 and all("| +0.00 | [+0.00, +0.00] | indistinguishable |" in r for r in rows), rows
-    assert "knob-less method" in md.output and "sift beat full at 0 of 2 budgets" in md.output
+    assert "knob-less method (full, classifier_only: no budget)" in md.output
+    assert "sift beat full at 0 of 2 budgets (0 significantly)." in md.output
 
     unknown = invoke(run_dir, "sift", "adapter")
     assert unknown.exit_code == 2 and "No method labelled 'adapter'" in unknown.output

@@ -1,0 +1,55 @@
+"""The committed results under results/: complete, and each row reproducible from the spec stored in it.
+
+`results/budget_curve_cpu/` is data the README quotes, so it must be what the shipped suite plans (every trial,
+finished, with its predictions), and a trial rerun from its stored spec must give its row's scores again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sift_bench.expand import expand
+from sift_bench.results import read_manifest, read_predictions, read_trials
+from sift_bench.spec import TrialSpec
+from sift_bench.suite import load_suite
+from sift_bench.trial import run_trial
+
+REPO = Path(__file__).resolve().parents[2]
+CURVE = REPO / "results" / "budget_curve_cpu"
+DEV_ROWS = {"mrpc": 408, "sst2": 872}
+
+
+def test_budget_curve_results_are_the_whole_suite() -> None:
+    rows = read_trials(CURVE)
+    planned = {s.trial_id: s for s in expand(load_suite(REPO / "suites" / "budget_curve_cpu.yaml"))}
+    assert {r["trial_id"] for r in rows} == set(planned) and len(rows) == 132
+    assert Counter(r["status"] for r in rows) == {"ok": 132}
+    for row in rows:
+        spec = TrialSpec.model_validate_json(row["spec"])
+        assert spec.trial_id == row["trial_id"] and spec.identity() == planned[row["trial_id"]].identity()
+        assert spec.train.heldout_fraction == 0.2 and row["metric.heldout_accuracy"] is not None
+    per_trial = Counter(p["trial_id"] for p in read_predictions(CURVE))
+    assert {t: per_trial[t] for t in planned} == {t: DEV_ROWS[s.task] for t, s in planned.items()}
+    manifest = read_manifest(CURVE)
+    assert manifest["suite"] == "budget_curve_cpu" and manifest["runs"][-1]["failed"] == 0
+    assert (CURVE / "leaderboard.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_committed_trial_reproduces_from_its_stored_spec() -> None:
+    """Rerun the cheapest committed trial from its row's spec: same best epoch and scores. Another CPU's float
+    kernels may round differently, so scores may move by at most one dev example and predictions agree on 98%."""
+    rows = [r for r in read_trials(CURVE) if r["task"] == "sst2" and r["method"] == "classifier_only"]
+    row = min(rows, key=lambda r: r["train_seconds"])
+    result = run_trial(TrialSpec.model_validate_json(row["spec"]))
+    assert result.status == "ok", result.error
+    one_example = 1 / DEV_ROWS["sst2"] + 1e-9
+    assert result.best["accuracy"] == pytest.approx(row["metric.accuracy"], abs=one_example)
+    assert result.best["heldout_accuracy"] == pytest.approx(row["metric.heldout_accuracy"], abs=0.01)
+    stored = {p["example"]: p["prediction"] for p in read_predictions(CURVE) if p["trial_id"] == row["trial_id"]}
+    same = sum(stored[p.example] == p.prediction for p in result.predictions)
+    assert same >= 0.98 * len(stored), json.dumps({"same": same, "of": len(stored)})
