@@ -99,8 +99,13 @@ class Leaderboard:
         """The lines under the table: what a cell shows, the selection rule, the significance legend and the
         first notes (a run older than predictions.parquet can have one per cell)."""
         more = len(self.notes) - _MAX_NOTES
+        gridded = any(c.chosen for row in self.rows for c in row.cells.values())
+        partial = any(not row.average(self.tasks)[1] for row in self.rows)
         return [
-            "Mean ± std over seeds of dev; (…) = the grid point chosen; * = average over the tasks present.",
+            "Mean ± std over seeds of dev"
+            + ("; (…) = the grid point chosen" if gridded else "")
+            + ("; * = average over the tasks present" if partial else "")
+            + ".",
             *self.rules,
             self.legend,
             *self.notes[:_MAX_NOTES],

@@ -40,10 +40,11 @@ def test_budget_curve_results_are_the_whole_suite() -> None:
 
 
 @pytest.mark.slow
-def test_a_committed_trial_reproduces_from_its_stored_spec() -> None:
-    """Rerun the cheapest committed trial from its row's spec: same best epoch and scores. Another CPU's float
-    kernels may round differently, so scores may move by at most one dev example and predictions agree on 98%."""
-    rows = [r for r in read_trials(CURVE) if r["task"] == "sst2" and r["method"] == "classifier_only"]
+@pytest.mark.parametrize("method", ["classifier_only", "sift"])
+def test_a_committed_trial_reproduces_from_its_stored_spec(method: str) -> None:
+    """Rerun the cheapest committed SST-2 trial of a method from its row's spec: same scores. Another CPU's
+    float kernels may round differently, so scores may move by one dev example and predictions agree on 98%."""
+    rows = [r for r in read_trials(CURVE) if r["task"] == "sst2" and r["method"] == method]
     row = min(rows, key=lambda r: r["train_seconds"])
     result = run_trial(TrialSpec.model_validate_json(row["spec"]))
     assert result.status == "ok", result.error
@@ -53,3 +54,20 @@ def test_a_committed_trial_reproduces_from_its_stored_spec() -> None:
     stored = {p["example"]: p["prediction"] for p in read_predictions(CURVE) if p["trial_id"] == row["trial_id"]}
     same = sum(stored[p.example] == p.prediction for p in result.predictions)
     assert same >= 0.98 * len(stored), json.dumps({"same": same, "of": len(stored)})
+
+
+def test_quickstart_baseline_tells_the_methods_apart() -> None:
+    """The CI baseline (README's main job) separates the methods: on every task the six span >= 5 points,
+    full and SIFT each beat classifier-only by >= 2, and SIFT beats random on average over the tasks."""
+    baseline = REPO / "results" / "baselines" / "quickstart"
+    planned = {s.trial_id for s in expand(load_suite(REPO / "suites" / "quickstart.yaml"))}
+    rows = read_trials(baseline)
+    assert {r["trial_id"] for r in rows} == planned and all(r["status"] == "ok" for r in rows)
+    score = {(r["task"], r["method"]): 100 * r["metric.accuracy"] for r in rows}
+    tasks = sorted({task for task, _ in score})
+    for task in tasks:
+        by_method = {m: s for (t, m), s in score.items() if t == task}
+        assert len(by_method) == 6 and max(by_method.values()) - min(by_method.values()) >= 5, by_method
+        assert by_method["full"] >= by_method["classifier_only"] + 2, by_method
+        assert by_method["sift"] >= by_method["classifier_only"] + 2, by_method
+    assert sum(score[t, "sift"] - score[t, "random"] for t in tasks) > 0, score

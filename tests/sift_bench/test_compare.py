@@ -445,7 +445,7 @@ def test_baseline_compares_with_a_run_in_the_current_schema(tmp_path: Path) -> N
     from sift_bench.results import ResultStore
     from sift_bench.spec import TrialResult
 
-    baseline = Path(__file__).resolve().parents[2] / "results" / "baselines" / "quickstart"
+    baseline = Path(__file__).resolve().parents[2] / "tests" / "data" / "schema1_quickstart"
     store = ResultStore(tmp_path / "quickstart")
     for _, row in load_run(baseline).trials.iterrows():
         metrics = {k[7:]: v for k, v in row.items() if str(k).startswith("metric.") and v == v}
