@@ -99,12 +99,14 @@ def make_scheduler(
     max_failures: int = 1,
     max_concurrent: int | None = None,
     run_trial: RunTrial | None = None,
+    isolate: bool = True,
 ) -> Scheduler:
-    """`serial`: in this process (with `run_trial`, default the real one); else Ray Tune, local or `address`."""
+    """`serial`: one trial at a time (with `run_trial`, default the real one); else Ray Tune, local or
+    `address`. `isolate`: each trial in a fresh process of its own (see `sift_bench.isolation`)."""
     if serial:
-        return SerialScheduler(max_failures, run_trial)
+        return SerialScheduler(max_failures, run_trial, isolate)
     run_name = f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return RayTuneScheduler(run_name, address, max_failures, max_concurrent)
+    return RayTuneScheduler(run_name, address, max_failures, max_concurrent, isolate)
 
 
 def run_suite(
@@ -118,6 +120,7 @@ def run_suite(
     console: Console | None = None,
     run_trial: RunTrial | None = None,
     scheduler: Scheduler | None = None,
+    isolate: bool = True,
 ) -> RunSummary:
     """Run every trial of `suite` not yet `ok` in `results_dir` (default `results/<suite name>`).
 
@@ -142,7 +145,7 @@ def run_suite(
     preflight(suite)
     scheduler = scheduler or make_scheduler(
         suite, serial=serial, address=address, max_failures=max_failures,
-        max_concurrent=max_concurrent, run_trial=run_trial,
+        max_concurrent=max_concurrent, run_trial=run_trial, isolate=isolate,
     )  # fmt: skip
     t0 = time.perf_counter()  # wall time includes joining or starting Ray: it is part of the run's cost
     with scheduler.connect(todo) as slots:

@@ -8,9 +8,15 @@ On Ray, the Tune param space is just the trial ids (`grid_search`), the specs tr
 result says `failed` raises after reporting, so Tune retries it up to `max_failures` times; the suite
 itself never stops for a failed trial (`FailureConfig(fail_fast=False)`).
 
-Where and when a trial ran is the scheduler's to say, so it stamps each result: `started_at` (both), and on
-Ray the GPU ids Ray assigned (`gpu_ids`) and the node (`node`); a Ray trial whose CUDA_VISIBLE_DEVICES is
-not exactly its assigned ids fails before it starts, since it would train on a GPU it was not given.
+Both run each trial in a fresh process of its own by default (`isolate=True`, `sift_bench.isolation`): a
+process that ran a trial keeps that trial's memory, so every later trial in it would record some of it as its
+own. `isolate=False` runs trials in the scheduler's process (serial) or the reused Ray worker: cheaper to
+start, and a debugger can step in, but only the first trial's memory figure is then its alone.
+
+Where and when a trial ran is the scheduler's to say, so it stamps each result: `started_at` and `isolated`
+(both), and on Ray the GPU ids Ray assigned (`gpu_ids`) and the node (`node`); a Ray trial whose
+CUDA_VISIBLE_DEVICES is not exactly its assigned ids fails before it starts, since it would train on a GPU it
+was not given.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from sift_bench.cluster import ray_session
+from sift_bench.isolation import failed_result, run_isolated
 from sift_bench.spec import TrialResult, TrialSpec
 
 RunTrial = Callable[[TrialSpec], TrialResult]
@@ -55,9 +62,16 @@ class Scheduler(Protocol):
         """Inside `connect`: run every trial of `todo` once (plus retries), reporting each through `events`."""
 
 
-def failed_result(spec: TrialSpec, error: str) -> TrialResult:
-    """A result for a trial whose worker died before it could report (killed, out of memory, a bug)."""
-    return TrialResult(trial_id=spec.trial_id, spec=spec, status="failed", error=error)
+def pick_runner(run_trial: RunTrial | None, isolate: bool) -> tuple[RunTrial, bool]:
+    """The function that runs a trial here, and whether each trial gets a process of its own. A `run_trial`
+    given by the caller (tests, tools) runs in this process: a subprocess could not call it."""
+    if run_trial is not None:
+        return run_trial, False
+    if isolate:
+        return run_isolated, True
+    from sift_bench.trial import run_trial as in_process
+
+    return in_process, False
 
 
 def utc_now() -> str:
@@ -86,17 +100,16 @@ def device_mismatch(gpu_ids: list[str], visible: str | None) -> str | None:
 class SerialScheduler:
     name = "serial"
 
-    def __init__(self, max_failures: int = 1, run_trial: RunTrial | None = None) -> None:
+    def __init__(self, max_failures: int = 1, run_trial: RunTrial | None = None, isolate: bool = True) -> None:
         self.max_failures = max_failures
         self.run_trial = run_trial
+        self.isolate = isolate
 
     def connect(self, todo: list[TrialSpec]) -> AbstractContextManager[int]:
         return nullcontext(1)
 
     def run(self, todo: list[TrialSpec], events: TrialEvents) -> None:
-        run_trial = self.run_trial
-        if run_trial is None:
-            from sift_bench.trial import run_trial
+        run_trial, isolated = pick_runner(self.run_trial, self.isolate)
         for spec in todo:
             events.started(spec)
             seconds = 0.0
@@ -109,7 +122,8 @@ class SerialScheduler:
                     result = failed_result(spec, traceback.format_exc())
                 seconds += time.perf_counter() - t0
                 # In this process: no GPU ids were assigned (the trial sees every GPU) and there is no node.
-                result = result.model_copy(update={"started_at": started_at, "gpu_ids": [], "node": None})
+                stamp = {"started_at": started_at, "gpu_ids": [], "node": None, "isolated": isolated}
+                result = result.model_copy(update=stamp)
                 if result.status == "ok" or attempt == self.max_failures:
                     break
                 events.retrying(spec, result)
@@ -133,12 +147,12 @@ def configure_ray_driver() -> None:
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
 
 
-def _trainable(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None:
+def _trainable(config: dict[str, Any], specs: dict[str, dict[str, Any]], isolate: bool) -> None:
     """Runs in a Ray worker: one trial, reported once; a failed trial raises so Tune retries it."""
     import ray
     from ray import tune
 
-    from sift_bench.trial import run_trial
+    run_trial, isolated = pick_runner(None, isolate)
 
     # Relative data/model paths in a suite mean "relative to where `sift-bench run` started".
     orig = os.environ.get("TUNE_ORIG_WORKING_DIR")
@@ -152,21 +166,11 @@ def _trainable(config: dict[str, Any], specs: dict[str, dict[str, Any]]) -> None
     mismatch = device_mismatch(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"))
     result = failed_result(spec, mismatch) if mismatch else run_trial(spec)
     seconds = time.perf_counter() - t0
-    result = result.model_copy(update={"gpu_ids": gpu_ids, "node": context.get_node_id(), "started_at": started_at})
-    _release_memory()  # the actor is reused for the next trial (reuse_actors=True)
+    stamp = {"gpu_ids": gpu_ids, "node": context.get_node_id(), "started_at": started_at, "isolated": isolated}
+    result = result.model_copy(update=stamp)
     tune.report({"sift_result": result.model_dump_json(), "sift_trial_seconds": seconds})
     if result.status != "ok":
         raise RuntimeError(f"trial {spec.trial_id} failed: {result.error}")
-
-
-def _release_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _slots(todo: list[TrialSpec], max_concurrent: int | None) -> int:
@@ -191,12 +195,18 @@ def _ray_resources(r: dict[str, float]) -> dict[str, float]:
 
 class RayTuneScheduler:
     def __init__(
-        self, run_name: str, address: str | None = None, max_failures: int = 1, max_concurrent: int | None = None
+        self,
+        run_name: str,
+        address: str | None = None,
+        max_failures: int = 1,
+        max_concurrent: int | None = None,
+        isolate: bool = True,
     ) -> None:
         self.run_name = run_name  # Tune's experiment name (a folder under the temp dir)
         self.address = address
         self.max_failures = max_failures
         self.max_concurrent = max_concurrent
+        self.isolate = isolate
         self.name = f"ray({address or 'local'})"
 
     @contextmanager
@@ -246,12 +256,13 @@ class RayTuneScheduler:
                 events.finished(by_id[tid], failed_result(by_id[tid], str(error)), seconds.get(tid, 0.0))
 
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, specs=specs),
+            tune.with_parameters(_trainable, specs=specs, isolate=self.isolate),
             lambda config: tune.PlacementGroupFactory([_ray_resources(resources[config["trial_id"]])]),
         )
         tuner = tune.Tuner(
             trainable,
             param_space={"trial_id": tune.grid_search([s.trial_id for s in todo])},
+            # Reusing the worker saves its start; with isolation it only ever holds the child's result.
             tune_config=tune.TuneConfig(max_concurrent_trials=self.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(
                 name=self.run_name,

@@ -30,7 +30,14 @@ trials.parquet -- one row per trial (the latest attempt of each trial id; a reru
     train_seconds       float
     eval_seconds        float
     tokens_per_second   float
-    peak_memory_bytes   int64
+    peak_memory_bytes   int64  the most memory the trial held at once. CPU: the peak resident set size (VmHWM) of
+                               the process that ran it, interpreter and libraries included; CUDA: the max bytes
+                               allocated to tensors (torch.cuda.max_memory_allocated). Reset when the trial starts
+    peak_reserved_bytes int64  CUDA: the max bytes the caching allocator reserved (max_memory_reserved); null on
+                               CPU
+    isolated            bool   the trial ran in a fresh process of its own (schedulers' default), so its memory and
+                               time are its alone; false: it shared a process with earlier trials (--no-isolate),
+                               whose leftovers its memory figure may include; null in rows before schema 4
     device              str
     gpu_ids             list<str>  accelerator ids Ray assigned the trial (what it saw in CUDA_VISIBLE_DEVICES);
                                [] on a CPU trial and under --serial
@@ -45,7 +52,9 @@ trials.parquet -- one row per trial (the latest attempt of each trial id; a reru
 Older rows are upgraded as they are read. Schema 1 (before `config_key`; with a `primary_value` column that
 repeated the primary metric): variant and grid go into the spec, config_key is computed, primary_value dropped.
 Schema 1 and 2 (before gpu_ids, node, started_at, scored_epoch and train.heldout_fraction): gpu_ids is [],
-the others null, and a train.<field> column added later holds the field's default.
+the others null, and a train.<field> column added later holds the field's default. Schema 1-3 (before
+peak_reserved_bytes and isolated): both null. Their peak_memory_bytes was measured in processes that
+trials shared, so it may hold earlier trials' memory.
 
 evals.parquet -- one row per trial x epoch x metric: trial_id str, epoch int64 (1-based), metric str, value float
 
@@ -108,6 +117,8 @@ _FIXED_TAIL: list[tuple[str, pa.DataType]] = [
     ("eval_seconds", pa.float64()),
     ("tokens_per_second", pa.float64()),
     ("peak_memory_bytes", pa.int64()),
+    ("peak_reserved_bytes", pa.int64()),
+    ("isolated", pa.bool_()),
     ("device", pa.string()),
     ("gpu_ids", pa.list_(pa.string())),
     ("node", pa.string()),
@@ -196,6 +207,8 @@ def trial_row(result: TrialResult) -> dict[str, Any]:
         "eval_seconds": result.eval_seconds,
         "tokens_per_second": result.tokens_per_second,
         "peak_memory_bytes": result.peak_memory_bytes,
+        "peak_reserved_bytes": result.peak_reserved_bytes,
+        "isolated": result.isolated,
         "device": result.device,
         "gpu_ids": list(result.gpu_ids),
         "node": result.node,
@@ -240,6 +253,7 @@ def row_spec(row: dict[str, Any], source: Path) -> TrialSpec:
 
 # What a row written before schema 3 holds in the columns added then (train.<field> columns: the default).
 _ADDED_IN_3: dict[str, Any] = {"scored_epoch": None, "gpu_ids": [], "node": None, "started_at": None}
+_ADDED_IN_4: dict[str, Any] = {"peak_reserved_bytes": None, "isolated": None}
 _TRAIN_DEFAULTS = {f"train.{name}": value for name, value in TrainSettings().model_dump(mode="json").items()}
 
 
@@ -250,7 +264,7 @@ def upgrade_row(row: dict[str, Any], source: Path) -> dict[str, Any]:
     if not row.get("config_key") or "primary_value" in row:
         row = _upgrade_schema_1(row, source)
     row = dict(row)
-    for name, value in (_ADDED_IN_3 | _TRAIN_DEFAULTS).items():
+    for name, value in (_ADDED_IN_3 | _ADDED_IN_4 | _TRAIN_DEFAULTS).items():
         row.setdefault(name, value)
     row["gpu_ids"] = list(row["gpu_ids"] or [])  # a null list (a hand-made row) reads as "none assigned"
     return row

@@ -34,7 +34,7 @@ from sift_bench.errors import SiftBenchError
 # 2: `primary_value` dropped (the score is the `metric.<primary_metric>` column), `config_key` added,
 # variant and grid inside the spec. Readers upgrade schema-1 rows (sift_bench.results).
 # 3: gpu_ids, node, started_at, scored_epoch columns; train.heldout_fraction; predictions.parquet written.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _PERCENT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*%$")
 _GROUPED = re.compile(r"^\d{1,3}(?:([,_])\d{3})(?:\1\d{3})*$")  # 1,000,000 or 1_000_000
@@ -284,7 +284,15 @@ class TrialResult(Strict):
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     tokens_per_second: float = 0.0
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int = Field(
+        0, description="CPU: the trial's peak resident set size; CUDA: the max bytes allocated to tensors."
+    )
+    peak_reserved_bytes: int | None = Field(
+        None, description="CUDA: the max bytes the caching allocator reserved; None on CPU."
+    )
+    isolated: bool | None = Field(
+        None, description="Whether the trial ran in a process of its own (its memory figures are then its alone)."
+    )
     device: str = "cpu"
     gpu_ids: list[str] = Field(default_factory=list, description="Accelerator ids Ray assigned ([] on CPU).")
     node: str | None = Field(None, description="The Ray node that ran the trial (None outside Ray).")

@@ -13,6 +13,8 @@ comes back as status="failed" with the error text, never as an exception.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import math
 import resource
 import sys
@@ -226,30 +228,45 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
         train_seconds=train_seconds,
         eval_seconds=eval_seconds,
         tokens_per_second=tokens / train_seconds if train_seconds > 0 else 0.0,
-        peak_memory_bytes=_peak_memory(device),
     )
+    record["peak_memory_bytes"], record["peak_reserved_bytes"] = _peak_memory(device)
     return TrialResult(**record, status="ok")
 
 
 def _reset_peak_memory(device: torch.device) -> None:
-    """Start this trial's memory high-water mark afresh (trials share processes under --serial and Ray)."""
+    """Start this trial's memory high-water marks afresh.
+
+    In a fresh process (the schedulers' default, `sift_bench.isolation`) this changes nothing that matters. In
+    a process that ran earlier trials (`--no-isolate`, tests) it gets as close as a shared process can: free
+    what they left (garbage, the CUDA cache, the C allocator's idle pages) before the marks are reset to the
+    current level, which still holds the interpreter, the libraries and whatever the allocator keeps."""
+    gc.collect()
     if device.type == "cuda":
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         return
+    _trim_c_heap()
     with contextlib.suppress(OSError):  # Linux >= 4.0: "5" resets the process's peak RSS (VmHWM)
         Path("/proc/self/clear_refs").write_text("5")
 
 
-def _peak_memory(device: torch.device) -> int:
-    """CUDA: max allocated bytes in this trial. CPU: peak RSS since `_reset_peak_memory` (VmHWM), or the
-    process's lifetime peak where /proc is missing (ru_maxrss: KiB on Linux, bytes on macOS)."""
+def _trim_c_heap() -> None:
+    """Return glibc's free heap pages to the system (malloc_trim); a no-op on other C libraries."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _peak_memory(device: torch.device) -> tuple[int, int | None]:
+    """(peak, reserved) since `_reset_peak_memory`. CUDA: the max bytes allocated to tensors, and the max
+    bytes the caching allocator reserved from the driver. CPU: the peak resident set size (VmHWM) and None;
+    where /proc is missing, the process's lifetime peak RSS (ru_maxrss: KiB on Linux, bytes on macOS)."""
     if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
+        return int(torch.cuda.max_memory_allocated(device)), int(torch.cuda.max_memory_reserved(device))
     with contextlib.suppress(OSError, StopIteration):
         status = Path("/proc/self/status").read_text().splitlines()
-        return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) * 1024
+        return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) * 1024, None
     scale = 1 if sys.platform == "darwin" else 1024
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale), None
 
 
 @contextlib.contextmanager

@@ -112,9 +112,17 @@ def run(
     suite: Annotated[str, typer.Argument(help="Suite YAML, e.g. suites/quickstart.yaml.")],
     results: Annotated[str | None, typer.Option(help="Results folder (default: results/<suite name>).")] = None,
     address: Annotated[str | None, typer.Option(help="Join a running Ray cluster (e.g. auto or HEAD:6379).")] = None,
-    serial: Annotated[bool, typer.Option("--serial", help="Run trials one by one in this process, no Ray.")] = False,
+    serial: Annotated[bool, typer.Option("--serial", help="Run trials one by one, without Ray.")] = False,
     max_failures: Annotated[int, typer.Option(help="Retries of a failed trial before it is recorded failed.")] = 1,
     max_concurrent: Annotated[int | None, typer.Option(help="At most this many trials at once.")] = None,
+    isolate: Annotated[
+        bool,
+        typer.Option(
+            help="Run each trial in a fresh process, so its recorded memory is its alone. --no-isolate: run "
+            "them in this process (--serial) or the Ray worker; faster to start, a debugger can step in, but "
+            "later trials' memory figures then include what earlier ones left behind."
+        ),
+    ] = True,
 ) -> None:
     """Run a suite's trials (skipping those already ok in the results folder) and write Parquet tables.
     Exit 1: some trial failed (its row says why; rerun the same command to retry it)."""
@@ -128,7 +136,7 @@ def run(
             configure_ray_driver()
         try:
             summary = run_suite(loaded, results, serial=serial, address=address, max_failures=max_failures,
-                                max_concurrent=max_concurrent, console=console)  # fmt: skip
+                                max_concurrent=max_concurrent, console=console, isolate=isolate)  # fmt: skip
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/yellow]: finished trials are saved; rerun the command to resume.")
             raise typer.Exit(130) from None
