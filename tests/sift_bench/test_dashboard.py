@@ -18,6 +18,7 @@ from sift_bench.cli import app
 from sift_bench.dashboard import build_dashboard, pareto_front
 from sift_bench.dashboard_server import DashboardServer
 from sift_bench.errors import SiftBenchError
+from sift_bench.metrics import metric_info
 from sift_bench.results import atomic_write, atomic_write_text
 from sift_bench.spec import TrialSpec
 
@@ -103,8 +104,8 @@ def test_pareto_front() -> None:
     import pandas as pd
 
     cost, quality = pd.Series([1.0, 2.0, 3.0, 4.0]), pd.Series([50.0, 40.0, 60.0, 55.0])
-    assert pareto_front(cost, quality, higher_is_better=True) == [0, 2]
-    assert pareto_front(cost, quality, higher_is_better=False) == [0, 1]
+    assert pareto_front(cost, quality, metric_info("accuracy")) == [0, 2]
+    assert pareto_front(cost, quality, metric_info("eval_loss")) == [0, 1]
 
 
 def test_bad_input(tmp_path: Path, runs: tuple[Path, Path]) -> None:
