@@ -7,7 +7,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,13 @@ def result(
         predictions=[Prediction(split="dev", example=i, prediction=str(p), label=str(y)) for i, p, y in predictions],
         **values,
     )  # fmt: skip
+
+
+def wrong_on(labels: Sequence[int], wrong: Iterable[int]) -> list[tuple[int, int, int]]:
+    """Per-example dev predictions for `result`: (example, prediction, label), right on every example of
+    `labels` (0/1) except those in `wrong`, where the prediction is the other class."""
+    bad = set(wrong)
+    return [(i, 1 - y if i in bad else y, y) for i, y in enumerate(labels)]
 
 
 def write_run(

@@ -366,12 +366,9 @@ def test_load_run_accepts_the_parquet_path(tmp_path: Path) -> None:
 
 def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
     """The real writer's schema (config_key, variant, metric.* columns, manifest) round-trips."""
-    from sift_bench.results import ResultStore
-    from sift_bench.spec import TrialResult
 
     def store(root: Path, f1: dict[int, float], failed: set[int] = frozenset()) -> Path:
-        rs = ResultStore(root)
-        rs.start_run("quickstart", None, "serial", planned=len(f1))
+        rows = []
         for seed, value in f1.items():
             spec = TrialSpec(
                 model="minilm-l6", task="mrpc", method="sift", budget="0.8%", seed=seed, suite="quickstart",
@@ -379,22 +376,8 @@ def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
             )  # fmt: skip
             status = "failed" if seed in failed else "ok"
             best = {} if status == "failed" else {"f1": value, "accuracy": value - 0.05, "eval_loss": 0.5}
-            rs.add(
-                TrialResult(
-                    trial_id=spec.trial_id,
-                    spec=spec,
-                    status=status,
-                    error="boom" if status == "failed" else None,
-                    primary_metric="f1",
-                    best=best,
-                    epochs=[best] if best else [],
-                    trainable_params=1000,
-                    train_seconds=3.0,
-                    peak_memory_bytes=500 * MIB,
-                ),
-            )
-        rs.finish_run()
-        return root
+            rows.append(result(spec, best, status=status, primary="f1", train_seconds=3.0, peak_memory_bytes=500 * MIB))
+        return write_run(root, rows)
 
     base = store(tmp_path / "a" / "quickstart", {0: 0.80, 1: 0.82})
     same = store(tmp_path / "b" / "quickstart", {0: 0.80, 1: 0.82})
@@ -413,26 +396,24 @@ def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
 
 def test_baseline_compares_with_a_run_in_the_current_schema(tmp_path: Path) -> None:
     """The CI gate: the committed schema-1 baseline against the same trials written by today's store."""
-    from sift_bench.results import ResultStore
-    from sift_bench.spec import TrialResult
-
     baseline = Path(__file__).resolve().parents[2] / "tests" / "data" / "schema1_quickstart"
-    store = ResultStore(tmp_path / "quickstart")
+    rows = []
     for _, row in load_run(baseline).trials.iterrows():
         metrics = {
             m: row[metric_column(m)] for m in metric_names(row.index) if row[metric_column(m)] == row[metric_column(m)]
         }
-        store.add(
-            TrialResult(
-                trial_id=row["trial_id"], spec=row["spec"], status=row["status"], primary_metric=row["primary_metric"],
-                best=metrics, best_epoch=row["best_epoch"], trainable_params=row["trainable_params"],
+        rows.append(
+            result(
+                row["spec"], metrics, status=row["status"], primary=row["primary_metric"],
+                best_epoch=row["best_epoch"], trainable_params=row["trainable_params"],
                 train_seconds=row["train_seconds"], peak_memory_bytes=row["peak_memory_bytes"],
             )
         )  # fmt: skip
+    write_run(tmp_path / "quickstart", rows)
     for args in ((), ("--metric", "eval_loss", "--tolerance", "0.005")):
-        result = run_cli(baseline, tmp_path / "quickstart", "--tolerance", "2", *args)
-        assert result.exit_code == 0, result.output
-        assert "OK: 0 of 12 cells regressed" in " ".join(result.output.split())
+        res = run_cli(baseline, tmp_path / "quickstart", "--tolerance", "2", *args)
+        assert res.exit_code == 0, res.output
+        assert "OK: 0 of 12 cells regressed" in " ".join(res.output.split())
     cmp = compare_paths(baseline, tmp_path / "quickstart")
     assert [c.status for c in cmp.cells] == ["compared"] * 12
     assert all(c.primary.delta == 0 for c in cmp.cells)

@@ -128,11 +128,12 @@ def test_plots_use_the_leaderboard_cells(runs: tuple[Path, Path]) -> None:
 
 
 def test_chosen_grid_point_rule_and_marks(tmp_path: Path) -> None:
-    from sift_bench.results import ResultStore
-    from sift_bench.spec import Prediction, TrainSettings, TrialResult
+    from results_factory import wrong_on
+
+    from sift_bench.spec import TrainSettings
 
     labels = [i % 2 for i in range(200)]
-    store = ResultStore(tmp_path)
+    rows = []
     for method, budget, lr, n_wrong in (
         ("full", None, 1e-5, 10),
         ("sift", "0.8%", 1e-3, 80),
@@ -141,11 +142,9 @@ def test_chosen_grid_point_rule_and_marks(tmp_path: Path) -> None:
         for seed in (0, 1):
             spec = TrialSpec(model="minilm-l6", task="rte", method=method, budget=budget, seed=seed, suite="demo",
                              grid={"learning_rate": lr}, train=TrainSettings(learning_rate=lr))  # fmt: skip
-            preds = [Prediction(split="dev", example=i, prediction=str(1 - y if i < n_wrong else y), label=str(y))
-                     for i, y in enumerate(labels)]  # fmt: skip
-            store.add(TrialResult(trial_id=spec.trial_id, spec=spec, status="ok", primary_metric="accuracy",
-                                  best={"accuracy": 1 - n_wrong / 200}, best_epoch=1, predictions=preds,
-                                  trainable_params=1000 if budget else 10**6))  # fmt: skip
+            rows.append(result(spec, {"accuracy": 1 - n_wrong / 200}, predictions=wrong_on(labels, range(n_wrong)),
+                               trainable_params=1000 if budget else 10**6))  # fmt: skip
+    factory_write_run(tmp_path, rows)
     page = build_dashboard([tmp_path])
     assert "95.00 ± 0.00 ★ (lr=1e-5)" in page and "60.00 ± 0.00 (lr=1e-3)" in page  # the table
     assert "budget 0.8%, n=2, lr=1e-3" in page  # the budget curve's hover text
