@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from sift_bench.metrics import HELDOUT_PREFIX, metric_info
+from sift_bench.metrics import heldout_metric, metric_info
+from sift_bench.schema import metric_column
 from sift_bench.spec import Budget, TrialSpec
 
 
@@ -66,13 +67,10 @@ class Cell:
     heldout_fraction: float = 0.0  # share of the training set held out, with selection "heldout"
     selection_score: float | None = None  # the chosen config's mean selection metric (raw units)
 
-    @property
-    def scale(self) -> float:
-        return 100.0 if metric_info(self.metric).percent else 1.0
-
     def display(self) -> tuple[float, float]:
         """(mean, std) in display units: points for percent metrics."""
-        return self.mean * self.scale, self.std * self.scale
+        scale = metric_info(self.metric).scale
+        return self.mean * scale, self.std * scale
 
     def text(self) -> str:
         mean, std = self.display()
@@ -113,7 +111,7 @@ def aggregate(
     groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = {}  # cell key -> config key -> rows
     for row in trials.to_dict("records"):
         metric = row.get("primary_metric")
-        score = row.get(f"metric.{metric}") if isinstance(metric, str) else None
+        score = row.get(metric_column(metric)) if isinstance(metric, str) else None
         if row["status"] != "ok" or not _measured(score):
             continue
         if (model and row["model"] != model) or (task and row["task"] != task):
@@ -133,19 +131,19 @@ def _cell(key: tuple[Any, ...], configs: dict[str, list[dict[str, Any]]]) -> Cel
     fraction = min(_heldout_fraction(r) for r in rows)
     # Held-out selection only when every trial of the cell held out a slice and scored it: a mixed cell
     # would rank configs on different data, so it falls back to dev (the suite's rule is one per run).
-    heldout = fraction > 0 and all(_measured(r.get(f"metric.{HELDOUT_PREFIX}{metric}")) for r in rows)
-    select = f"{HELDOUT_PREFIX}{metric}" if heldout else metric
-    sign = 1.0 if metric_info(metric).higher_is_better else -1.0  # larger signed score is better either way
+    heldout = fraction > 0 and all(_measured(r.get(metric_column(heldout_metric(metric)))) for r in rows)
+    select = heldout_metric(metric) if heldout else metric
+    info = metric_info(metric)
 
     best_rows, best_mean = None, None
     for config_rows in configs.values():
-        mean = seed_stats(r[f"metric.{select}"] for r in config_rows).mean
-        if mean is not None and (best_mean is None or sign * mean > sign * best_mean):  # ties keep the first
+        mean = seed_stats(r[metric_column(select)] for r in config_rows).mean
+        if mean is not None and (best_mean is None or info.is_better(mean, best_mean)):  # ties keep the first
             best_rows, best_mean = config_rows, mean
     assert best_rows is not None  # every row has a measured dev score, and held-out only when all are measured
 
     m, t, v, b = key
-    stats = seed_stats(r[f"metric.{metric}"] for r in best_rows)
+    stats = seed_stats(r[metric_column(metric)] for r in best_rows)
     return Cell(
         model=m, task=t, variant=v, method=best_rows[0]["method"], budget=b, metric=metric,
         mean=stats.mean, std=stats.std or 0.0, n=stats.n,

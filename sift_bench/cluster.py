@@ -107,8 +107,7 @@ def check_reachable(address: str, host: str, port: int, timeout_s: float = REACH
 def use_cluster_token() -> str | None:
     """Turn on token authentication for this driver when a token is at hand and RAY_AUTH_MODE is unset, the
     way Ray does for `address="auto"`. Returns where the token comes from (for messages), or None."""
-    mode = os.environ.get("RAY_AUTH_MODE", "").lower()
-    if mode == "disabled":
+    if auth_disabled():
         return None  # the user's explicit choice; the error message says so if the cluster wants a token
     try:
         from ray._private.authentication.authentication_token_setup import (
@@ -122,13 +121,37 @@ def use_cluster_token() -> str | None:
     return token_source()
 
 
+def auth_disabled() -> bool:
+    """RAY_AUTH_MODE=disabled: the user turned token authentication off on purpose."""
+    return os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled"
+
+
 def token_source() -> str:
-    """Where Ray reads the token from, in its order of precedence."""
+    """Where Ray reads the token from, in its order of precedence ($RAY_AUTH_TOKEN, the file
+    $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token, which `ray start --head` writes)."""
     if os.environ.get("RAY_AUTH_TOKEN", "").strip():
         return "$RAY_AUTH_TOKEN"
     if os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return os.environ["RAY_AUTH_TOKEN_PATH"]
     return str(Path.home() / ".ray" / "auth_token")
+
+
+def read_token() -> str | None:
+    """The cluster's token from `token_source()`; None with RAY_AUTH_MODE=disabled or when there is none.
+    A file named by RAY_AUTH_TOKEN_PATH that cannot be read is a SiftBenchError (a mistake, not "no token")."""
+    if auth_disabled():
+        return None
+    source = token_source()
+    if source == "$RAY_AUTH_TOKEN":
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    try:
+        return Path(source).expanduser().read_text().strip() or None
+    except OSError:
+        if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+            raise SiftBenchError(
+                f"RAY_AUTH_TOKEN_PATH={source} cannot be read. Fix: point it at the cluster's token file, or unset it."
+            ) from None
+        return None
 
 
 def _join_error(address: str, token: str | None, detail: str, error: Exception) -> str:

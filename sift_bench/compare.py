@@ -52,22 +52,28 @@ from typing import Any
 
 import pandas as pd
 
-from sift_bench.aggregate import Cell, aggregate, grid_text, seed_stats
+from sift_bench.aggregate import Cell, grid_text, seed_stats
+from sift_bench.compare_cells import Side, by_grid_point, outside_grid, pair_sides, sides
 from sift_bench.compare_report import (
     CellComparison,
     Comparison,
     MetricChange,
     Status,
+    columns,
+    row_cells,
+    row_verdict,
     summary_line,
     to_markdown,
     to_rich,
 )
+from sift_bench.defaults import MEMORY_THRESHOLD, TIME_THRESHOLD, TOLERANCE
 from sift_bench.errors import SiftBenchError
 from sift_bench.metrics import metric_info
 from sift_bench.registry import did_you_mean
 from sift_bench.results import RunTables, load_run, read_predictions
+from sift_bench.schema import metric_column, metric_names
 from sift_bench.significance import BootstrapResult, TrialPredictions, paired_bootstrap
-from sift_bench.spec import Budget, TrialSpec
+from sift_bench.spec import Budget
 
 # Absolute slack for the resource checks: below these, a ratio says nothing (a 0.2 s trial taking 0.4 s).
 MIN_TIME_DELTA_S = 1.0
@@ -77,22 +83,9 @@ NOT_METRICS = frozenset({"epoch", "step"})
 
 # The report's data and renderings live in compare_report; re-exported so callers import it all from here.
 __all__ = [
-    "CellComparison", "Comparison", "MetricChange", "compare_paths", "compare_runs", "judge",
-    "summary_line", "to_markdown", "to_rich",
+    "CellComparison", "Comparison", "MetricChange", "columns", "compare_paths", "compare_runs", "judge",
+    "row_cells", "row_verdict", "summary_line", "to_markdown", "to_rich",
 ]  # fmt: skip
-
-CellKey = tuple[str, str, str, Budget | None]  # model, task, variant, budget: a leaderboard cell
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
 
 # ----------------------------------------------------------------------------- judging one metric
 
@@ -109,12 +102,12 @@ def judge(
     """Compare one metric's per-seed values (raw units); see the module docstring for the band.
     `bootstrap` (new - base, raw units) replaces the seed spread when given."""
     info = metric_info(metric)
-    scale = 100.0 if info.percent else 1.0
+    scale = info.scale
     b, n = seed_stats(v * scale for v in base if v is not None), seed_stats(v * scale for v in new if v is not None)
     bm, bs, bn, nm, ns, nn = b.mean, b.std, b.n, n.mean, n.std, n.n
     change = MetricChange(
         metric=metric, primary=primary, higher_is_better=info.higher_is_better,
-        unit="pt" if info.percent else "",
+        unit=info.unit,
         base_mean=bm, base_std=bs, base_n=bn, new_mean=nm, new_std=ns, new_n=nn,
     )  # fmt: skip
     if bm is None or nm is None:
@@ -127,83 +120,10 @@ def judge(
         band = max(tolerance, hi - d if delta < 0 else d - lo)
         change.band_kind, change.ci_low, change.ci_high = "bootstrap", lo, hi
         change.n_examples = bootstrap.n_examples
-    gain = delta if info.higher_is_better else -delta  # > 0 is better whatever the direction
+    gain = info.signed(delta)  # > 0 is better whatever the direction
     change.delta, change.band = delta, band
     change.verdict = "regressed" if gain < -band else "improved" if gain > band else "noise"
     return change
-
-
-# ----------------------------------------------------------------------------- cells of one run
-
-
-@dataclass(frozen=True)
-class _Side:
-    """One run's trials of one cell, and the config `aggregate` chose among them."""
-
-    rows: pd.DataFrame  # every trial of the cell, failed ones included
-    cell: Cell | None  # None: no trial finished with a score
-
-    @property
-    def ok(self) -> pd.DataFrame:
-        return self.rows[self.rows["status"] == "ok"]
-
-    @property
-    def chosen(self) -> pd.DataFrame:
-        """The chosen config's finished trials (without a choice: the first config's)."""
-        ok = self.ok
-        if self.cell is not None:
-            return ok[ok["trial_id"].isin(self.cell.trial_ids)]
-        return ok[ok["config_key"] == ok["config_key"].iloc[0]] if len(ok) else ok
-
-    @property
-    def spec(self) -> TrialSpec:
-        rows = self.chosen if len(self.chosen) else self.rows
-        return rows["spec"].iloc[0]
-
-
-def _sides(trials: pd.DataFrame) -> dict[CellKey, _Side]:
-    """A run's cells in first-seen order."""
-    chosen = {(c.model, c.task, c.variant, c.budget): c for c in aggregate(trials)}
-    keys = list(zip(trials["model"], trials["task"], trials["variant"], trials["budget"], strict=True))
-    return {key: _Side(trials[[k == key for k in keys]], chosen.get(key)) for key in dict.fromkeys(keys)}
-
-
-def _pairs(base: dict[CellKey, _Side], new: dict[CellKey, _Side]) -> list[tuple[_Side | None, _Side | None, str]]:
-    """(base, new, note) per cell: same key, else a renamed variant (same model, task, budget and a config
-    in common), else one side only."""
-    pairs: list[tuple[_Side | None, _Side | None, str]] = [(base[k], new[k], "") for k in base if k in new]
-    new_only = [k for k in new if k not in base]
-    for bk in (k for k in base if k not in new):
-        configs = set(base[bk].rows["config_key"])
-        nk = next((k for k in new_only if _same_slot(k, bk) and configs & set(new[k].rows["config_key"])), None)
-        if nk is None:
-            pairs.append((base[bk], None, ""))
-        else:
-            new_only.remove(nk)
-            pairs.append((base[bk], new[nk], f"variant renamed: {bk[2]} -> {nk[2]}"))
-    return pairs + [(None, new[k], "") for k in new_only]
-
-
-def _same_slot(a: CellKey, b: CellKey) -> bool:
-    return a[0] == b[0] and a[1] == b[1] and a[3] == b[3]
-
-
-def _point(spec: TrialSpec) -> str:
-    return json.dumps(spec.grid, sort_keys=True, default=str)
-
-
-def _by_point(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    points = [_point(s) for s in rows["spec"]]
-    return {p: rows[[q == p for q in points]] for p in dict.fromkeys(points)}
-
-
-def _outside_grid(base: TrialSpec, new: TrialSpec) -> list[str]:
-    """Settings in which the two chosen configs differ, apart from either side's grid keys: 'a.b x -> y'."""
-    grid_keys = {f"train.{k}" for k in (*base.grid, *new.grid)}
-    ident = [{k: v for k, v in _flatten(s.config_identity()).items() if k not in grid_keys} for s in (base, new)]
-    full = [_flatten(s.model_dump(mode="json")) for s in (base, new)]  # values also for fields at their default
-    fields = sorted(set(ident[0]) | set(ident[1]))
-    return [f"{f} {full[0].get(f)} -> {full[1].get(f)}" for f in fields if ident[0].get(f) != ident[1].get(f)]
 
 
 # ----------------------------------------------------------------------------- comparing
@@ -225,9 +145,9 @@ def compare_runs(
     baseline: RunTables,
     new: RunTables,
     *,
-    tolerance: float = 1.0,
-    time_threshold: float = 1.5,
-    memory_threshold: float = 1.2,
+    tolerance: float = TOLERANCE,
+    time_threshold: float = TIME_THRESHOLD,
+    memory_threshold: float = MEMORY_THRESHOLD,
     allow_different_suites: bool = False,
     metric: str | None = None,
     predictions: tuple[TrialPredictions, TrialPredictions] | None = None,
@@ -246,8 +166,7 @@ def compare_runs(
         )
     if tolerance < 0 or time_threshold < 0 or memory_threshold < 0:
         raise SiftBenchError("--tolerance, --time-threshold and --memory-threshold must be >= 0.")
-    cols = sorted({str(c) for df in (baseline.trials, new.trials) for c in df.columns if str(c).startswith("metric.")})
-    known = [c[7:] for c in cols]
+    known = metric_names([*baseline.trials.columns, *new.trials.columns])
     if metric is not None and metric not in known:
         raise SiftBenchError(f"--metric {metric!r} is not in the tables.{did_you_mean(metric, known)} Known: {known}.")
     if predictions is None:
@@ -255,7 +174,7 @@ def compare_runs(
     rules = _Rules(
         [m for m in known if m not in NOT_METRICS], metric, tolerance, time_threshold, memory_threshold, predictions
     )
-    judged = [_compare_cell(b, n, note, rules) for b, n, note in _pairs(_sides(baseline.trials), _sides(new.trials))]
+    judged = [_compare_cell(b, n, note, rules) for b, n, note in pair_sides(sides(baseline.trials), sides(new.trials))]
     judged.sort(key=lambda pair: pair[0])
     return Comparison(
         baseline=str(baseline.path), new=str(new.path), suite=new.suite, tolerance=tolerance,
@@ -264,12 +183,12 @@ def compare_runs(
 
 
 def _compare_cell(
-    base: _Side | None, new: _Side | None, note: str, rules: _Rules
+    base: Side | None, new: Side | None, note: str, rules: _Rules
 ) -> tuple[tuple[Any, ...], CellComparison]:
     """One cell's comparison, and its place in the report (task, method, budget, model)."""
     bs, ns = (base.spec if base else None), (new.spec if new else None)
     spec = ns or bs
-    assert spec is not None  # _pairs never yields a pair of two missing sides
+    assert spec is not None  # pair_sides never yields a pair of two missing sides
     bc, nc = (base.cell if base else None), (new.cell if new else None)
     empty = pd.DataFrame(columns=["status", "seed", "spec", "trial_id", "config_key"])
     bg, ng = (base.rows if base else empty), (new.rows if new else empty)
@@ -294,10 +213,10 @@ def _compare_cell(
     if len(b_sel) and len(n_sel):
         assert bs is not None and ns is not None
         _grid_notes(cc, b_ok, ng)
-        outside = _outside_grid(bs, ns)
+        outside = outside_grid(bs, ns)
         if outside:
             cc.notes.append("settings differ outside the grid: " + ", ".join(outside))
-        _judge_metrics(cc, spec.task, b_sel, n_sel, rules)
+        _judge_metrics(cc, spec.task, b_sel, n_sel, rules, _primary(bc, nc))
         _resources(cc, b_sel, n_sel, rules.time_threshold, rules.memory_threshold)
     return (cc.task, cc.method, Budget.order(spec.budget), cc.model), cc
 
@@ -331,8 +250,8 @@ def _status(bg: pd.DataFrame, ng: pd.DataFrame, b_ok: pd.DataFrame, n_ok: pd.Dat
 def _seed_flags(cc: CellComparison, b_ok: pd.DataFrame, ng: pd.DataFrame) -> None:
     """Seeds that finished in the baseline and failed, or are absent, at the same grid point in the new run."""
     missing, failed = set(), set()
-    new_points = _by_point(ng) if len(ng) else {}
-    for point, rows in (_by_point(b_ok) if len(b_ok) else {}).items():
+    new_points = by_grid_point(ng) if len(ng) else {}
+    for point, rows in (by_grid_point(b_ok) if len(b_ok) else {}).items():
         seeds = set(rows["seed"].astype(int))
         if ng.empty:
             missing |= seeds
@@ -355,17 +274,19 @@ def _seed_flags(cc: CellComparison, b_ok: pd.DataFrame, ng: pd.DataFrame) -> Non
 
 def _grid_notes(cc: CellComparison, b_ok: pd.DataFrame, ng: pd.DataFrame) -> None:
     """Grid points run on one side only: the grid changed (or a run stopped early); a note, not a flag."""
-    base_points, new_points = _by_point(b_ok), _by_point(ng)
+    base_points, new_points = by_grid_point(b_ok), by_grid_point(ng)
     for label, points, other in (("baseline", base_points, new_points), ("new run", new_points, base_points)):
         only = [grid_text(json.loads(p)) for p in points if p not in other]
         if only:
             cc.notes.append(f"grid points only in the {label}: {'; '.join(only)}")
 
 
-def _judge_metrics(cc: CellComparison, task: str, b_sel: pd.DataFrame, n_sel: pd.DataFrame, rules: _Rules) -> None:
-    primary = rules.gate or _primary(b_sel, n_sel)
+def _judge_metrics(
+    cc: CellComparison, task: str, b_sel: pd.DataFrame, n_sel: pd.DataFrame, rules: _Rules, primary: str | None
+) -> None:
+    primary = rules.gate or primary
     for name in sorted(rules.metrics, key=lambda m: (m != primary, m)):
-        col = f"metric.{name}"
+        col = metric_column(name)
         bv = pd.to_numeric(b_sel[col], errors="coerce").tolist() if col in b_sel else []
         nv = pd.to_numeric(n_sel[col], errors="coerce").tolist() if col in n_sel else []
         boot, note = _bootstrap(task, name, b_sel, n_sel, rules.predictions) if name == primary else (None, None)
@@ -393,13 +314,11 @@ def _bootstrap(
         return None, f"bootstrap not used: {e}"
 
 
-def _primary(b_ok: pd.DataFrame, n_ok: pd.DataFrame) -> str | None:
-    for df in (n_ok, b_ok):
-        if "primary_metric" in df.columns:
-            vals = [v for v in df["primary_metric"] if isinstance(v, str) and v]
-            if vals:
-                return vals[0]
-    return None
+def _primary(base: Cell | None, new: Cell | None) -> str | None:
+    """The metric a cell is judged by: the one `aggregate` chose the new side's config by (its task's primary
+    metric in the new run), else the baseline's; None when neither side has a scored trial."""
+    cell = new or base
+    return cell.metric if cell is not None else None
 
 
 def _mean(df: pd.DataFrame, col: str) -> float | None:

@@ -145,7 +145,8 @@ def _fmt_delta(m: MetricChange | None) -> str:
     return f"{m.delta:+.2f}{m.unit}"
 
 
-def _cells(c: CellComparison) -> dict[str, str]:
+def row_cells(c: CellComparison) -> dict[str, str]:
+    """One cell's row as text, by column name (see `columns`); every rendering shows these."""
     p = c.primary
     # Only the other metrics that moved (at display precision): the JSON output has them all.
     others = ", ".join(
@@ -169,7 +170,8 @@ def _cells(c: CellComparison) -> dict[str, str]:
     }  # fmt: skip
 
 
-def _columns(cmp: Comparison) -> list[str]:
+def columns(cmp: Comparison) -> list[str]:
+    """The report's columns: those every cell has, and the optional ones some cell fills."""
     cols = ["task", "method", "budget"]
     if len({c.model for c in cmp.cells}) > 1:
         cols.append("model")
@@ -179,7 +181,7 @@ def _columns(cmp: Comparison) -> list[str]:
     if any(c.primary and c.primary.ci_low is not None for c in cmp.cells):
         cols.append("95% CI")  # new - base, from the bootstrap
     cols += ["verdict", "resources"]
-    if any(_cells(c)["others"] for c in cmp.cells):
+    if any(row_cells(c)["others"] for c in cmp.cells):
         cols.append("others")
     return [*cols, "notes"]
 
@@ -195,15 +197,19 @@ def summary_line(cmp: Comparison) -> str:
     )
 
 
+def row_verdict(c: CellComparison) -> str:
+    """The verdict a row is styled by: regressed, improved, noise or n/a."""
+    return "regressed" if c.regressed else (c.primary.verdict if c.primary else "n/a")
+
+
 def to_rich(cmp: Comparison) -> Table:
-    cols = _columns(cmp)
+    cols = columns(cmp)
     table = Table(title=f"{cmp.suite}: {cmp.baseline} -> {cmp.new}")
     for col in cols:
         table.add_column(col, justify="right" if col in ("baseline", "new", "delta", "band", "95% CI") else "left")
     for c in cmp.cells:
-        cells = _cells(c)
-        verdict = "regressed" if c.regressed else (c.primary.verdict if c.primary else "n/a")
-        style = _STYLE.get(verdict, "")
+        cells = row_cells(c)
+        style = _STYLE.get(row_verdict(c), "")
         if c.status in ("missing", "newly_failed") or c.regressed:
             style = "bold red"
         elif c.status in ("new", "fixed"):
@@ -214,7 +220,7 @@ def to_rich(cmp: Comparison) -> Table:
 
 
 def to_markdown(cmp: Comparison) -> str:
-    cols = _columns(cmp)
+    cols = columns(cmp)
     lines = [
         f"### {cmp.suite}: `{cmp.baseline}` -> `{cmp.new}`",
         "",
@@ -225,7 +231,7 @@ def to_markdown(cmp: Comparison) -> str:
         "|" + "|".join("---" for _ in cols) + "|",
     ]
     for c in cmp.cells:
-        cells = _cells(c)
+        cells = row_cells(c)
         if c.regressed:
             cells["verdict"] = "**REGRESSED**"
         lines.append("| " + " | ".join(cells[col].replace("|", "\\|") for col in cols) + " |")

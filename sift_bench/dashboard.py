@@ -23,11 +23,12 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from sift_bench.aggregate import Cell, aggregate
-from sift_bench.compare import Comparison, compare_runs, summary_line
+from sift_bench.compare import Comparison, columns, compare_runs, row_cells, row_verdict, summary_line
+from sift_bench.defaults import MEMORY_THRESHOLD, TIME_THRESHOLD, TOLERANCE
 from sift_bench.errors import SiftBenchError
 from sift_bench.leaderboard import build as build_leaderboard
 from sift_bench.leaderboard import selection_rules
-from sift_bench.metrics import metric_info
+from sift_bench.metrics import MetricInfo, metric_info
 from sift_bench.results import atomic_write_text, load_run, read_predictions
 from sift_bench.spec import Budget
 
@@ -139,12 +140,13 @@ def budget_curves(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
     return figs
 
 
-def pareto_front(x: pd.Series, y: pd.Series, higher_is_better: bool) -> list[int]:
-    """Indices (positional) of configs no other config beats on both cost (x, lower) and metric (y)."""
-    order = sorted(range(len(x)), key=lambda i: (x.iat[i], -y.iat[i] if higher_is_better else y.iat[i]))
+def pareto_front(x: pd.Series, y: pd.Series, info: MetricInfo) -> list[int]:
+    """Indices (positional) of configs no other config beats on both cost (x, lower) and metric (y, in the
+    direction of `info`)."""
+    order = sorted(range(len(x)), key=lambda i: (x.iat[i], -info.signed(y.iat[i])))
     front, best = [], -math.inf
     for i in order:
-        score = y.iat[i] if higher_is_better else -y.iat[i]
+        score = info.signed(y.iat[i])
         if score > best:
             front.append(i)
             best = score
@@ -157,7 +159,7 @@ def pareto_plots(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
     for task in sorted(cfg["task"].unique()):
         t = cfg[cfg["task"] == task].reset_index(drop=True)
         metric = t["metric"].iat[0]
-        hib = metric_info(metric).higher_is_better
+        info = metric_info(metric)
         fig = make_subplots(rows=1, cols=2, subplot_titles=("vs peak memory", "vs train time"))
         for col, (xcol, xtitle) in enumerate((("memory_mib", "peak memory (MiB)"), ("seconds", "train seconds")), 1):
             have = t[t[xcol].notna() & (t[xcol] > 0)].reset_index(drop=True)
@@ -173,7 +175,7 @@ def pareto_plots(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
                     row=1, col=col,
                 )  # fmt: skip
             if len(have):
-                front = have.iloc[pareto_front(have[xcol], have["mean"], hib)]
+                front = have.iloc[pareto_front(have[xcol], have["mean"], info)]
                 fig.add_trace(
                     go.Scatter(
                         x=front[xcol], y=front["mean"], mode="lines", name="Pareto front",
@@ -190,42 +192,29 @@ def pareto_plots(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
 
 
 def regression_html(cmp: Comparison) -> tuple[str, go.Figure | None]:
-    """The compare report as a coloured table plus a bar chart of primary-metric changes."""
+    """The compare report as a coloured table (the same cells as `sift-bench compare`: verdicts, bands,
+    bootstrap intervals and notes) plus a bar chart of primary-metric changes."""
     bad = cmp.regressed
+    cols = columns(cmp)
+    numeric = ("baseline", "new", "delta", "band", "95% CI")
     parts = [
         f'<p class="banner {"bad" if bad else "good"}" id="regression-summary">{html.escape(summary_line(cmp))}</p>',
         f'<p class="meta">baseline <code>{html.escape(cmp.baseline)}</code> → new <code>{html.escape(cmp.new)}'
         f"</code>; tolerance {cmp.tolerance} pt, time ratio {cmp.time_threshold}, memory ratio "
         f"{cmp.memory_threshold}</p>",
-        '<table id="regressions"><thead><tr><th class="l">task</th><th class="l">method</th>'
-        '<th class="l">budget</th><th class="l">model</th><th class="l">metric</th><th>baseline</th><th>new</th>'
-        '<th>Δ</th><th>band</th><th class="l">verdict</th><th>time</th><th>memory</th><th class="l">notes</th>'
+        '<table id="regressions"><thead><tr>',
+        *[f"<th{'' if col in numeric else ' class=l'}>{html.escape(col)}</th>" for col in cols],
         "</tr></thead><tbody>",
     ]
     for c in cmp.cells:
-        p = c.primary
-        verdict = "regressed" if c.regressed else c.status if c.status != "compared" else p.verdict if p else "n/a"
-        label = c.status if c.status != "compared" else (p.verdict if p else "n/a")
-
-        def cell(mean: float | None, std: float | None, n: int) -> str:
-            if mean is None:
-                return "-"
-            return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "") + f" <small>(n={n})</small>"
-
-        ratio = lambda r: f"x{r:.2f}" if r else "-"  # noqa: E731
-        parts.append(
-            f'<tr class="{verdict}"><td class="l">{html.escape(c.task)}</td><td class="l">'
-            f'{html.escape(c.method)}</td><td class="l">{html.escape(c.budget)}</td>'
-            f'<td class="l">{html.escape(c.model)}{" " + html.escape(c.chosen) if c.chosen else ""}</td>'
-            f'<td class="l">{html.escape(p.metric) if p else "-"}</td>'
-            f"<td>{cell(p.base_mean, p.base_std, p.base_n) if p else '-'}</td>"
-            f"<td>{cell(p.new_mean, p.new_std, p.new_n) if p else '-'}</td>"
-            f"<td>{f'{p.delta:+.2f}' if p and p.delta is not None else '-'}</td>"
-            f"<td>{f'±{p.band:.2f}' if p and p.band is not None else '-'}</td>"
-            f'<td class="l">{"REGRESSED" if c.regressed else label}</td>'
-            f"<td>{ratio(c.time_ratio)}</td><td>{ratio(c.memory_ratio)}</td>"
-            f'<td class="l notes">{html.escape("; ".join([*c.flags, *c.notes]))}</td></tr>'
-        )
+        cells = row_cells(c)
+        # Missing, new and fixed cells are coloured by their status (the CSS classes of the same names).
+        row_class = row_verdict(c) if c.regressed or c.status == "compared" else c.status
+        parts.append(f'<tr class="{row_class}">')
+        for col in cols:
+            css = "" if col in numeric else ' class="l notes"' if col == "notes" else ' class="l"'
+            parts.append(f"<td{css}>{html.escape(cells[col])}</td>")
+        parts.append("</tr>")
     parts.append("</tbody></table>")
 
     changes = [c for c in cmp.cells if c.primary and c.primary.delta is not None]
@@ -270,9 +259,9 @@ def failed_html(trials: pd.DataFrame) -> str:
 def build_dashboard(
     results: list[str | Path],
     *,
-    tolerance: float = 1.0,
-    time_threshold: float = 1.5,
-    memory_threshold: float = 1.2,
+    tolerance: float = TOLERANCE,
+    time_threshold: float = TIME_THRESHOLD,
+    memory_threshold: float = MEMORY_THRESHOLD,
 ) -> str:
     """The HTML text of the report of `results[-1]`; with two folders, also the regression view."""
     if not 1 <= len(results) <= 2:

@@ -56,11 +56,14 @@ def trial_statuses(results_dir: str | Path) -> dict[str, str]:
 
 
 def preflight(suite: Suite) -> None:
-    """Checks that would otherwise fail only after training: the HumanEval sandbox, when a suite uses it."""
-    if "humaneval" in suite.evaluators:
-        from sift_bench.evaluators.humaneval import check_sandbox
+    """Checks that would otherwise fail only after training: each evaluator the suite names checks itself
+    (`Evaluator.preflight`, e.g. HumanEval's sandbox)."""
+    if suite.evaluators:
+        from sift_bench.evaluators import EVALUATORS
 
-        check_sandbox()
+        for name, raw in suite.evaluators.items():
+            evaluator = EVALUATORS.get(name)
+            evaluator.preflight(evaluator.parse_options(raw))
 
 
 class _Recorder:

@@ -7,36 +7,22 @@ driver, its schedulers and the results store all live there. Built on Ray's publ
 
 from __future__ import annotations
 
-import os
 import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sift_bench.cluster import read_token
 from sift_bench.errors import SiftBenchError
 
 FINAL_STATES = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def auth_headers() -> dict[str, str]:
-    """The cluster's token as a bearer header, found where Ray's token authentication keeps it
-    ($RAY_AUTH_TOKEN, the file $RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token, which `ray start --head` writes);
-    none with RAY_AUTH_MODE=disabled or when there is no token. A cluster without authentication ignores it."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-        return {}
-    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if not token:
-        file = Path(path).expanduser() if path else Path.home() / ".ray" / "auth_token"
-        try:
-            token = file.read_text().strip()
-        except OSError:
-            if path:  # named on purpose: a missing file is a mistake to report, not to skip
-                raise SiftBenchError(
-                    f"RAY_AUTH_TOKEN_PATH={path} cannot be read. Fix: point it at the cluster's token file, "
-                    "or unset it."
-                ) from None
+    """The cluster's token (`sift_bench.cluster.read_token`) as a bearer header; none without a token. A
+    cluster without authentication ignores it."""
+    token = read_token()
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from rich.table import Table
 
 from sift_bench.aggregate import Cell, aggregate
+from sift_bench.defaults import CONFIDENCE, N_RESAMPLES
 from sift_bench.errors import SiftBenchError
 from sift_bench.metrics import metric_info
 from sift_bench.results import atomic_write_text, load_run, read_predictions
@@ -30,8 +31,6 @@ from sift_bench.significance import bootstrap_metric, paired_bootstrap, predicti
 from sift_bench.spec import Budget
 
 BEST, SAME = "★", "≈"
-N_RESAMPLES = 1000
-CONFIDENCE = 0.95
 _MAX_NOTES = 5
 
 # Rows in the paper's order: the references first, then the PEFT baselines, then SIFT.
@@ -259,10 +258,10 @@ def significance_marks(
             continue
         budgets = list(dict.fromkeys(c.budget for c in group if c.budget is not None)) or [None]
         n_budgets[(model, task)] = len(budgets)
-        sign = 1.0 if metric_info(metric).higher_is_better else -1.0
+        info = metric_info(metric)
         for budget in budgets:
             members = [c for c in group if c.budget in (budget, None)]
-            best = max(members, key=lambda c: sign * c.mean)  # max keeps the first of equal means
+            best = max(members, key=lambda c: info.signed(c.mean))  # max keeps the first of equal means
             where = f"{task}" + (f" at {budget}" if budget is not None else "")
             if not all(t in sets for t in best.trial_ids):
                 notes.append(f"{where}: the best cell ({best.variant}) has no predictions; no marks.")

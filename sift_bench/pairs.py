@@ -20,6 +20,7 @@ from typing import Any
 from rich.table import Table
 
 from sift_bench.aggregate import Cell, aggregate
+from sift_bench.defaults import CONFIDENCE, N_RESAMPLES
 from sift_bench.errors import SiftBenchError
 from sift_bench.evaluators.glue import GLUE_METRICS
 from sift_bench.leaderboard import selection_rules
@@ -28,8 +29,6 @@ from sift_bench.results import load_run, read_predictions
 from sift_bench.significance import BootstrapResult, TrialPredictions, bootstrap_metric, paired_bootstrap
 from sift_bench.spec import Budget
 
-N_RESAMPLES = 1000
-CONFIDENCE = 0.95
 NOT_COMPARED = "not compared"
 SAME = "indistinguishable"
 
@@ -46,15 +45,11 @@ class Pair:
     note: str = ""  # why there is no result
 
     @property
-    def scale(self) -> float:
-        return 100.0 if metric_info(self.metric).percent else 1.0
-
-    @property
     def a_better(self) -> bool | None:
         """A's mean is better than B's (by the metric's direction); None when not compared or equal."""
         if self.result is None or self.result.diff == 0:
             return None
-        return (self.result.diff > 0) == metric_info(self.metric).higher_is_better
+        return metric_info(self.metric).signed(self.result.diff) > 0
 
     @property
     def verdict(self) -> str:
@@ -106,7 +101,7 @@ class PairReport:
             a_mean, b_mean = (_cell_mean(c, pair.metric) for c in (pair.a, pair.b))
             diff = ci = "-"
         else:
-            s = pair.scale
+            s = metric_info(pair.metric).scale
             a_mean, b_mean = f"{r.a_mean * s:.2f}", f"{r.b_mean * s:.2f}"
             diff, ci = f"{r.diff * s:+.2f}", f"[{r.low * s:+.2f}, {r.high * s:+.2f}]"
         task = f"{pair.a.task} ({pair.metric})"

@@ -33,6 +33,7 @@ from sift_bench.schema import (
     PREDICTIONS_SCHEMA,
     REQUIRED_COLUMNS,
     eval_rows,
+    metric_names,
     now_utc,
     prediction_rows,
     row_spec,
@@ -247,7 +248,7 @@ class ResultStore:
 
     def flush(self) -> None:
         rows = list(self._trials.values())
-        metrics = {k[len("metric.") :] for row in rows for k in row if k.startswith("metric.")}
+        metrics = metric_names(k for row in rows for k in row)
         _write_table(self.trials_path, pa.Table.from_pylist(rows, schema=trials_schema(metrics)))
         evals = [row for rows_ in self._evals.values() for row in rows_]
         # Evals go second: a crash in between leaves an eval table one trial behind, never a trial row
@@ -310,8 +311,7 @@ def trials_frame(rows: list[dict[str, Any]], source: Path | None = None) -> pd.D
     """Rows (current schema) as a DataFrame with every column of the schema, specs parsed into TrialSpec
     and budgets into Budget, so reports never parse either themselves."""
     source = source or Path("<rows>")
-    metrics = {k[len("metric.") :] for row in rows for k in row if k.startswith("metric.")}
-    schema = trials_schema(metrics)
+    schema = trials_schema(metric_names(k for row in rows for k in row))
     try:
         table = pa.Table.from_pylist([{k: v for k, v in r.items() if k in schema.names} for r in rows], schema=schema)
     except (pa.ArrowException, TypeError, ValueError) as e:

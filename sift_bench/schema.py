@@ -163,8 +163,21 @@ TRAIN_COLUMNS: list[tuple[str, pa.DataType]] = [
 ]
 
 
+# A metric's column in trials.parquet is its name under this prefix (metric.accuracy).
+METRIC_PREFIX = "metric."
+
+
+def metric_column(name: str) -> str:
+    return f"{METRIC_PREFIX}{name}"
+
+
+def metric_names(columns: Iterable[object]) -> list[str]:
+    """The metrics among a table's column names, sorted: "metric.f1" -> "f1"."""
+    return sorted({str(c)[len(METRIC_PREFIX) :] for c in columns if str(c).startswith(METRIC_PREFIX)})
+
+
 def trials_schema(metric_names: Iterable[str]) -> pa.Schema:
-    metrics = [(f"metric.{m}", pa.float64()) for m in sorted(set(metric_names))]
+    metrics = [(metric_column(m), pa.float64()) for m in sorted(set(metric_names))]
     return pa.schema(_FIXED_HEAD + TRAIN_COLUMNS + _FIXED_MID + metrics + _FIXED_TAIL)
 
 
@@ -221,7 +234,7 @@ def trial_row(result: TrialResult) -> dict[str, Any]:
     for name, value in spec.train.model_dump(mode="json").items():
         row[f"train.{name}"] = value
     for name, value in result.best.items():
-        row[f"metric.{name}"] = float(value)
+        row[metric_column(name)] = float(value)
     return row
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sift_bench.defaults import CONFIDENCE, N_RESAMPLES
 from sift_bench.errors import SiftBenchError
 from sift_bench.evaluators.glue import GLUE_METRICS, glue_metrics
 
@@ -264,9 +265,9 @@ def paired_bootstrap(
     a: list[PredictionSet],
     b: list[PredictionSet],
     *,
-    n_resamples: int = 1000,
+    n_resamples: int = N_RESAMPLES,
     seed: int = 0,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> BootstrapResult:
     """Percentile interval of mean-over-seeds metric(a) - metric(b) over the dev examples all sets share.
 

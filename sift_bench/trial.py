@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.methods import METHODS, PrepareContext
-from sift_bench.metrics import metric_info
+from sift_bench.metrics import heldout_metric, metric_info
 from sift_bench.spec import Prediction, TrainSettings, TrialResult, TrialSpec
 from sift_bench.tasks import TASKS, Batch
 from sift_bench.trial_setup import (
@@ -100,8 +100,8 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     def train_loader() -> DataLoader:
         # Its own seeded generator: every method (and SIFT's selection pass) sees the same batch order.
         gen = torch.Generator().manual_seed(spec.seed)
-        if hasattr(task, "batch_order"):  # instruction tasks: length-grouped batches waste less on padding
-            order = task.batch_order(train_rows, tokenizer, cfg.batch_size, spec.seed)
+        order = task.batch_order(train_rows, tokenizer, cfg.batch_size, spec.seed)
+        if order is not None:  # instruction tasks: length-grouped batches waste less on padding
             return DataLoader(train_rows, batch_size=cfg.batch_size, sampler=order, collate_fn=collate)
         return DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True, generator=gen, collate_fn=collate)
 
@@ -146,7 +146,7 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     step, tokens, train_seconds, eval_seconds = 0, 0, 0.0, 0.0
     info = metric_info(task.primary_metric)
     # The best epoch is picked on the held-out slice when there is one, so dev is only reported, never used.
-    select = f"heldout_{task.primary_metric}" if heldout_loaders else task.primary_metric
+    select = heldout_metric(task.primary_metric) if heldout_loaders else task.primary_metric
     best: tuple[int, dict[str, float], list[Prediction]] | None = None
     # The evaluators score the best epoch's weights: keep a CPU copy of them while a later epoch may follow.
     keep_best_weights = bool(spec.evaluators) and math.ceil(cfg.epochs) > 1
@@ -194,13 +194,13 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
                 **task.evaluate(forward, dev_loaders, predictions=predictions),
             }
             if heldout_loaders:
-                metrics |= {f"heldout_{k}": v for k, v in task.evaluate(forward, heldout_loaders).items()}
+                metrics |= {heldout_metric(k): v for k, v in task.evaluate(forward, heldout_loaders).items()}
             eval_seconds += time.perf_counter() - t0
             epochs.append(metrics)
             score = metrics[select]
             kept = None if best is None else best[1][select]
             # Ties keep the earlier epoch.
-            if kept is None or ((score > kept) if info.higher_is_better else (score < kept)):
+            if kept is None or info.is_better(score, kept):
                 best = (epoch + 1, metrics, predictions)
                 if keep_best_weights:
                     best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -304,6 +304,6 @@ def summary_table(result: TrialResult) -> Any:
     for row in result.epochs:
         e = int(row["epoch"])
         mark = " *" if e == result.best_epoch else ""
-        cells = [f"{100 * row[k]:.2f}" if metric_info(k).percent else f"{row[k]:.4f}" for k in keys]
+        cells = [metric_info(k).text(row[k]) for k in keys]
         table.add_row(f"{e}{mark}", *cells)
     return table

@@ -31,9 +31,9 @@ def error_line(e: Exception) -> str:
     """One line for a SiftBenchError or a pydantic ValidationError (`field: message; ...`)."""
     from pydantic import ValidationError
 
-    if isinstance(e, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'input'}: {err['msg']}" for err in e.errors())
-    return str(e)
+    from sift_bench.errors import validation_line
+
+    return validation_line(e) if isinstance(e, ValidationError) else str(e)
 
 
 def fail(message: str, exit_code: int = BAD_INPUT) -> typer.Exit:

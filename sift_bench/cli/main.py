@@ -12,6 +12,7 @@ from sift_bench.cli.analyze import analyze_app
 from sift_bench.cli.common import console, err_console, fail, make_typer, user_errors
 from sift_bench.cli.evaluate import eval_app
 from sift_bench.cli.pairs import pairs
+from sift_bench.defaults import MEMORY_THRESHOLD, TIME_THRESHOLD, TOLERANCE
 
 app = make_typer("Benchmark sparse fine-tuning (SIFT) against full fine-tuning, LoRA, adapters and more.")
 app.add_typer(eval_app, name="eval")
@@ -244,13 +245,13 @@ def compare(
     new: Annotated[str, typer.Argument(help="New results folder, judged against the baseline.")],
     tolerance: Annotated[
         float, typer.Option(help="Noise band with one seed; floor of the seed-std and bootstrap bands (points for %).")
-    ] = 1.0,
+    ] = TOLERANCE,
     time_threshold: Annotated[
         float, typer.Option(help="Flag cells whose mean train time grew by more than this ratio (0: off).")
-    ] = 1.5,
+    ] = TIME_THRESHOLD,
     memory_threshold: Annotated[
         float, typer.Option(help="Flag cells whose mean peak memory grew by more than this ratio (0: off).")
-    ] = 1.2,
+    ] = MEMORY_THRESHOLD,
     fmt: Annotated[str, typer.Option("--format", help="Output: table, json or md.")] = "table",
     metric: Annotated[
         str | None, typer.Option(help="Gate on this metric (e.g. eval_loss) instead of each task's primary one.")
@@ -286,7 +287,7 @@ def dashboard(
     ] = False,
     host: Annotated[str, typer.Option(help="Address to serve on (--serve).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on (--serve); 0 picks a free one.")] = 8000,
-    tolerance: Annotated[float, typer.Option(help="Regression view: as `compare --tolerance`.")] = 1.0,
+    tolerance: Annotated[float, typer.Option(help="Regression view: as `compare --tolerance`.")] = TOLERANCE,
 ) -> None:
     """Write one self-contained HTML report (leaderboard, budget curves, Pareto plots, regressions, manifest)."""
     from sift_bench.dashboard import write_dashboard

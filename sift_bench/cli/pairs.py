@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sift_bench.cli.common import console, fail, user_errors
+from sift_bench.defaults import N_RESAMPLES
 
 
 def pairs(
@@ -15,7 +16,7 @@ def pairs(
     a: Annotated[str, typer.Argument(help="Method label A (as the leaderboard's method column shows it).")],
     b: Annotated[str, typer.Argument(help="Method label B; the table shows A − B.")],
     metric: Annotated[str | None, typer.Option(help="Compare on this metric (default: each task's primary).")] = None,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the dev examples.")] = 1000,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the dev examples.")] = N_RESAMPLES,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (for docs).")] = False,
 ) -> None:
     """A minus B per task and budget: the chosen grid points, their means over seeds, the difference and its

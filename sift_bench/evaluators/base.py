@@ -7,7 +7,10 @@ trial runs each one on the in-memory model once training is over (no save and re
     opts = evaluator.parse_options(raw_options)            # SiftBenchError on a bad key or value
     metrics = evaluator.evaluate(model, tokenizer, opts)   # e.g. {"mmlu_acc": 0.31, "mmlu_stem": ...}
 
-Metric names should be registered in `sift_bench.metrics.METRICS` so tables know their direction.
+Adding an evaluator is one module: its options (an `EvaluatorOptions` subclass), an `Evaluator` subclass
+naming the metrics it returns (each registered in `sift_bench.metrics`) and, when it needs something that
+could fail only after hours of training (a sandbox, a data download), a `preflight` that checks it; then one
+`register_evaluator(...)` line there and the module's import in `sift_bench/evaluators/__init__.py`.
 Module-level imports of evaluator modules stay light (no lm-eval, no torch models): the registry is
 imported by suite validation and the CLI.
 """
@@ -19,7 +22,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from sift_bench.errors import SiftBenchError
+from sift_bench.errors import SiftBenchError, validation_line
+from sift_bench.metrics import metric_info
 from sift_bench.registry import Registry
 
 
@@ -32,13 +36,18 @@ class EvaluatorOptions(BaseModel):
 class Evaluator(ABC):
     name: ClassVar[str]
     options: ClassVar[type[EvaluatorOptions]]
+    metrics: ClassVar[tuple[str, ...]]  # every metric `evaluate` can return; each registered in sift_bench.metrics
 
     def parse_options(self, raw: dict[str, Any] | None) -> EvaluatorOptions:
         try:
             return self.options.model_validate(raw or {})
         except ValidationError as e:
-            lines = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise SiftBenchError(f"evaluator '{self.name}': bad options ({lines}).") from None
+            raise SiftBenchError(f"evaluator '{self.name}': bad options ({validation_line(e)}).") from None
+
+    def preflight(self, opts: EvaluatorOptions) -> None:
+        """Raise SiftBenchError if the evaluator cannot run here; the driver calls it before any trial trains.
+        The default checks nothing."""
+        return None
 
     @abstractmethod
     def evaluate(self, model: Any, tokenizer: Any, opts: EvaluatorOptions) -> dict[str, float]:
@@ -46,6 +55,13 @@ class Evaluator(ABC):
 
 
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")
+
+
+def register_evaluator(evaluator: Evaluator) -> Evaluator:
+    """Add `evaluator` to `EVALUATORS`; each metric it declares must be registered (SiftBenchError if not)."""
+    for name in evaluator.metrics:
+        metric_info(name)
+    return EVALUATORS.add(evaluator.name, evaluator)
 
 
 def run_evaluators(model: Any, tokenizer: Any, evaluators: dict[str, dict[str, Any]]) -> dict[str, float]:

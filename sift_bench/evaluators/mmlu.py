@@ -34,7 +34,7 @@ import yaml
 from pydantic import Field
 
 from sift_bench.errors import SiftBenchError
-from sift_bench.evaluators.base import EVALUATORS, Evaluator, EvaluatorOptions
+from sift_bench.evaluators.base import Evaluator, EvaluatorOptions, register_evaluator
 
 CATEGORIES = ("stem", "humanities", "social_sciences", "other")
 MAX_LOCAL_SHOTS = 4  # five dev questions per subject, one of them being asked
@@ -258,6 +258,7 @@ def evaluate_mmlu(model: Any, tokenizer: Any, opts: MmluOptions | None = None) -
 class Mmlu(Evaluator):
     name = "mmlu"
     options = MmluOptions
+    metrics = ("mmlu_acc", "mmlu_stem", "mmlu_humanities", "mmlu_social_sciences", "mmlu_other")
 
     def evaluate(self, model: Any, tokenizer: Any, opts: EvaluatorOptions) -> dict[str, float]:
         assert isinstance(opts, MmluOptions)
@@ -266,4 +267,4 @@ class Mmlu(Evaluator):
         return metrics
 
 
-EVALUATORS.add(Mmlu.name, Mmlu())
+register_evaluator(Mmlu())

@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from sift_bench.errors import SiftBenchError
+from sift_bench.errors import SiftBenchError, validation_line
 from sift_bench.registry import Registry
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
@@ -77,8 +77,7 @@ class Method(ABC):
         try:
             return self.options.model_validate(raw or {})
         except ValidationError as e:
-            lines = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise SiftBenchError(f"method '{self.name}': bad method_options ({lines}).") from None
+            raise SiftBenchError(f"method '{self.name}': bad method_options ({validation_line(e)}).") from None
 
     def default_knob(self, opts: MethodOptions) -> float | None:
         """The knob value used when no budget is given (the option of the same name)."""

@@ -12,16 +12,20 @@ A trial uses a task like this:
 
 `kind` tells the model loader which head to build: "classification" (num_labels classes), "regression"
 (one output, MSE loss) or "causal_lm" (no extra head; `labels` are the input ids, -100 where masked).
+
+Every task family registers the same way: build a `Task` instance and pass it to `register_task` (a line in
+the family's module), which checks that its primary metric is a registered metric.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 
+from sift_bench.metrics import metric_info
 from sift_bench.registry import Registry
 from sift_bench.spec import Prediction
 
@@ -32,11 +36,12 @@ Forward = Callable[[Batch], Any]  # runs the model on a batch (device, autocast,
 
 
 class Task(ABC):
-    name: ClassVar[str]
-    kind: ClassVar[TaskKind]
-    num_labels: ClassVar[int] = 0  # classes; 1 for regression; 0 for causal_lm
-    primary_metric: ClassVar[str]  # picks the best epoch; a name in sift_bench.metrics.METRICS
-    eval_splits: ClassVar[tuple[str, ...]] = ("dev",)
+    # Set by the class or by the instance (one class can serve several registered tasks).
+    name: str
+    kind: TaskKind
+    num_labels: int = 0  # classes; 1 for regression; 0 for causal_lm
+    primary_metric: str  # picks the best epoch; a metric registered in sift_bench.metrics
+    eval_splits: tuple[str, ...] = ("dev",)
 
     @abstractmethod
     def load(self, data_dir: str | None, split: str, max_samples: int | None = None) -> list[Example]:
@@ -53,6 +58,16 @@ class Task(ABC):
         """Metrics on the eval splits, keyed by metric name (plus `eval_loss`). Tasks with per-example
         predictions (GLUE) append one `Prediction` per example to `predictions` when it is given."""
 
+    def batch_order(self, examples: list[Example], tokenizer: Any, batch_size: int, seed: int) -> list[int] | None:
+        """The training examples' order (a DataLoader sampler), or None for a seeded shuffle (the default)."""
+        return None
+
 
 # Filled by the explicit imports in sift_bench/tasks/__init__.py (one module per task family).
 TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(task: Task) -> Task:
+    """Add `task` to `TASKS` under its name; its primary metric must be registered (SiftBenchError if not)."""
+    metric_info(task.primary_metric)
+    return TASKS.add(task.name, task)

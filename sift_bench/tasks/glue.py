@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ import torch
 from sift_bench.errors import SiftBenchError
 from sift_bench.evaluators.glue import glue_metrics
 from sift_bench.spec import Prediction
-from sift_bench.tasks.base import TASKS, Batch, Example, Forward, Task, TaskKind
+from sift_bench.tasks.base import Batch, Example, Forward, Task, TaskKind, register_task
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "glue"
 # Embedded files that are slices of their split: (task, split) -> rows shipped.
@@ -70,9 +70,13 @@ def read_tsv(path: Path, fmt: GlueFormat) -> list[dict[str, str]]:
 
 
 class GlueTask(Task):
-    """One GLUE task; the subclasses below only set class attributes."""
+    """One GLUE task; the instances registered below differ in their attributes only."""
 
-    fmt: ClassVar[GlueFormat]
+    def __init__(
+        self, name: str, kind: TaskKind, num_labels: int, primary: str, splits: tuple[str, ...] = ("dev",)
+    ) -> None:
+        self.name, self.kind, self.num_labels, self.primary_metric = name, kind, num_labels, primary
+        self.eval_splits, self.fmt = splits, FORMATS[name]
 
     # -- data -----------------------------------------------------------------------------------------
     def local_candidates(self, data_dir: str | None, split: str) -> list[Path]:
@@ -182,22 +186,12 @@ def _text(value: float | int) -> str:
     return str(value) if isinstance(value, int) else format(value, ".7g")
 
 
-def _task(name: str, kind: TaskKind, num_labels: int, primary: str, splits: tuple[str, ...] = ("dev",)):
-    cls = type(
-        f"Glue_{name}",
-        (GlueTask,),
-        {"name": name, "kind": kind, "num_labels": num_labels, "primary_metric": primary,
-         "eval_splits": splits, "fmt": FORMATS[name]},
-    )  # fmt: skip
-    TASKS.add(name, cls())
-
-
 # Primary metric (picks the best epoch): the one the paper's Table 2 reports for the task.
-_task("cola", "classification", 2, "matthews_corr")
-_task("sst2", "classification", 2, "accuracy")
-_task("mrpc", "classification", 2, "accuracy")
-_task("qqp", "classification", 2, "accuracy")
-_task("stsb", "regression", 1, "pearson")
-_task("qnli", "classification", 2, "accuracy")
-_task("rte", "classification", 2, "accuracy")
-_task("mnli", "classification", 3, "accuracy_matched", ("dev_matched", "dev_mismatched"))
+register_task(GlueTask("cola", "classification", 2, "matthews_corr"))
+register_task(GlueTask("sst2", "classification", 2, "accuracy"))
+register_task(GlueTask("mrpc", "classification", 2, "accuracy"))
+register_task(GlueTask("qqp", "classification", 2, "accuracy"))
+register_task(GlueTask("stsb", "regression", 1, "pearson"))
+register_task(GlueTask("qnli", "classification", 2, "accuracy"))
+register_task(GlueTask("rte", "classification", 2, "accuracy"))
+register_task(GlueTask("mnli", "classification", 3, "accuracy_matched", ("dev_matched", "dev_mismatched")))

@@ -25,13 +25,13 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.spec import Prediction
-from sift_bench.tasks.base import TASKS, Batch, Example, Forward, Task, TaskKind
+from sift_bench.tasks.base import Batch, Example, Forward, Task, TaskKind, register_task
 
 STDLIB_FILE = Path(__file__).resolve().parents[1] / "data" / "stdlib_instruct.jsonl"
 DEV_EVERY = 20  # 1 in 20 examples (5%) is held out as dev
@@ -181,12 +181,11 @@ class InstructTask(Task):
 
     Benchmarks (MMLU, HumanEval) are evaluators that run after training; see `sift_bench.evaluators`."""
 
-    kind: ClassVar[TaskKind] = "causal_lm"
-    primary_metric: ClassVar[str] = "eval_loss"
-    eval_splits: ClassVar[tuple[str, ...]] = ("dev",)
+    kind: TaskKind = "causal_lm"
+    primary_metric: str = "eval_loss"
 
     def __init__(self, name: str, source: str | Path, template: PromptTemplate = ALPACA) -> None:
-        self.name = name  # type: ignore[misc]  # instances differ only in data and template
+        self.name = name  # instances differ only in data and template
         self.source = source
         self.template = template
 
@@ -276,13 +275,9 @@ class InstructTask(Task):
         return {"eval_loss": loss_sum / max(tokens, 1)}
 
 
-def register(name: str, source: str | Path, template: PromptTemplate) -> InstructTask:
-    """Add an instruction task to `TASKS` (e.g. your own file with the chat template)."""
-    return TASKS.add(name, InstructTask(name, source, template))  # type: ignore[return-value]
-
-
 # The shipped stdlib set, with Alpaca's prompt or the model's chat template; Stanford Alpaca from the hub.
-register("stdlib-instruct", STDLIB_FILE, ALPACA)
-register("stdlib-instruct-chat", STDLIB_FILE, CHAT)
-register("alpaca", "tatsu-lab/alpaca", ALPACA)
-register("alpaca-chat", "tatsu-lab/alpaca", CHAT)
+# Your own file with the chat template is one more line: register_task(InstructTask(name, path, CHAT)).
+register_task(InstructTask("stdlib-instruct", STDLIB_FILE, ALPACA))
+register_task(InstructTask("stdlib-instruct-chat", STDLIB_FILE, CHAT))
+register_task(InstructTask("alpaca", "tatsu-lab/alpaca", ALPACA))
+register_task(InstructTask("alpaca-chat", "tatsu-lab/alpaca", CHAT))

@@ -146,9 +146,9 @@ def test_eval_and_analyze_reject_bad_input(tmp_path: Path) -> None:
 
 
 def test_plan_summary_detail_and_done_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from results_factory import result, write_run
+
     from sift_bench.expand import expand
-    from sift_bench.results import ResultStore
-    from sift_bench.spec import TrialResult
     from sift_bench.suite import load_suite
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -170,7 +170,7 @@ def test_plan_summary_detail_and_done_trials(tmp_path: Path, monkeypatch: pytest
     assert not out.exists()  # nothing ran, nothing written
 
     first = expand(load_suite(path))[0]
-    ResultStore(out).add(TrialResult(trial_id=first.trial_id, spec=first, status="ok", primary_metric="accuracy"))
+    write_run(out, [result(first, {"accuracy": 0.8})])
     res = invoke("plan", str(path), "--results", str(out))
     assert "36 trials (35 to run, 1 done)" in res.output and "(1 done)" in res.output
     detail = invoke("plan", str(path), "--results", str(out), "--detail")

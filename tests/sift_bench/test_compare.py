@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from results_factory import MIB, result
+from results_factory import write_run as factory_write_run
 from typer.testing import CliRunner
 
 from sift_bench.cli import app
 from sift_bench.compare import compare_paths, judge, to_markdown
 from sift_bench.errors import SiftBenchError
+from sift_bench.metrics import heldout_metric
 from sift_bench.results import load_run
-from sift_bench.spec import TrainSettings, TrialSpec
-
-MIB = 2**20
+from sift_bench.schema import metric_column, metric_names
+from sift_bench.spec import TrainSettings, TrialResult, TrialSpec
 
 
 def trial(
@@ -40,10 +39,9 @@ def trial(
     data_dir: str = "/data/glue",
     suite: str = "quickstart",
     extra: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """One trials.parquet row, shaped as schema 1 had it (no config_key column): every read goes through
-    the upgrade that keeps the committed CI baseline comparable. `grid`: lr is a grid point of the suite's
-    lr grid; `heldout`: the trial held out 20% of the training set and scored this there."""
+) -> TrialResult:
+    """One finished trial. `grid`: lr is a grid point of the suite's lr grid; `heldout`: the trial held out
+    20% of the training set and scored this there."""
     fraction = 0.2 if heldout is not None else 0.0
     spec = TrialSpec(
         model="minilm-l6", task=task, method=method, budget=budget, seed=seed, data_dir=data_dir, suite=suite,
@@ -53,41 +51,14 @@ def trial(
     metrics = {primary: value} if value is not None and status == "ok" else {}
     metrics.update(extra or {})
     if heldout is not None:
-        metrics[f"heldout_{primary}"] = heldout
-    row: dict[str, Any] = {
-        "suite": suite, "trial_id": spec.trial_id, "model": spec.model, "task": task, "method": method,
-        "budget": budget, "knob": "sparsity", "knob_value": 0.008, "trainable_params": 1000,
-        "head_params": 10, "seed": seed, "train.learning_rate": lr, "train.heldout_fraction": fraction,
-        "spec": json.dumps(spec.model_dump(mode="json")), "primary_metric": primary, "best_epoch": 1,
-        "train_seconds": train_seconds, "eval_seconds": 1.0, "tokens_per_second": 100.0,
-        "peak_memory_bytes": memory, "device": "cpu", "status": status,
-        "error": "RuntimeError: boom" if status == "failed" else None, "schema_version": 1,
-        "finished_at": "2026-11-23T10:00:00Z",
-    }  # fmt: skip
-    for name, v in metrics.items():
-        row[f"metric.{name}"] = v
-    return row
+        metrics[heldout_metric(primary)] = heldout
+    return result(spec, metrics, status=status, primary=primary, train_seconds=train_seconds, peak_memory_bytes=memory)
 
 
-def write_run(root: Path, rows: list[dict[str, Any]], *, shuffle: bool = False) -> Path:
-    """results/<suite>/ with trials.parquet, evals.parquet and manifest.json."""
-    rows = list(rows)
-    if shuffle:
-        random.Random(0).shuffle(rows)
-    cols = sorted({k for r in rows for k in r})
-    table = pa.table({c: [r.get(c) for r in rows] for c in cols})
-    root.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, root / "trials.parquet")
-    evals = [
-        {"trial_id": r["trial_id"], "epoch": 0, "metric": k[7:], "value": v}
-        for r in rows
-        for k, v in r.items()
-        if k.startswith("metric.") and v is not None
-    ]
-    pq.write_table(pa.Table.from_pylist(evals), root / "evals.parquet")
-    suite = rows[0]["suite"] if rows else "quickstart"
-    (root / "manifest.json").write_text(json.dumps({"suite": suite, "git_commit": "abc123"}))
-    return root
+def write_run(root: Path, rows: list[TrialResult], *, shuffle: bool = False) -> Path:
+    """results/<suite>/ as a run writes it, with a manifest."""
+    suite = rows[0].spec.suite if rows else "quickstart"
+    return factory_write_run(root, rows, manifest={"suite": suite, "git_commit": "abc123"}, shuffle=shuffle)
 
 
 def run_cli(*args: str) -> Any:
@@ -197,7 +168,7 @@ def test_metric_option_gates_on_the_named_metric(tmp_path: Path) -> None:
 def test_matches_by_config_not_order_or_data_dir(tmp_path: Path) -> None:
     rows = [trial(method=m, seed=s, value=0.7 + 0.05 * i) for i, m in enumerate(("sift", "lora")) for s in (0, 1)]
     base = write_run(tmp_path / "a", rows)
-    moved = [trial(method=r["method"], seed=r["seed"], value=r["metric.accuracy"], data_dir="/ci/glue") for r in rows]
+    moved = [trial(method=r.spec.method, seed=r.spec.seed, value=r.best["accuracy"], data_dir="/ci/glue") for r in rows]
     new = write_run(tmp_path / "b", moved, shuffle=True)
     cmp = compare_paths(base, new)
     assert [c.status for c in cmp.cells] == ["compared", "compared"]
@@ -395,12 +366,9 @@ def test_load_run_accepts_the_parquet_path(tmp_path: Path) -> None:
 
 def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
     """The real writer's schema (config_key, variant, metric.* columns, manifest) round-trips."""
-    from sift_bench.results import ResultStore
-    from sift_bench.spec import TrialResult
 
     def store(root: Path, f1: dict[int, float], failed: set[int] = frozenset()) -> Path:
-        rs = ResultStore(root)
-        rs.start_run("quickstart", None, "serial", planned=len(f1))
+        rows = []
         for seed, value in f1.items():
             spec = TrialSpec(
                 model="minilm-l6", task="mrpc", method="sift", budget="0.8%", seed=seed, suite="quickstart",
@@ -408,22 +376,8 @@ def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
             )  # fmt: skip
             status = "failed" if seed in failed else "ok"
             best = {} if status == "failed" else {"f1": value, "accuracy": value - 0.05, "eval_loss": 0.5}
-            rs.add(
-                TrialResult(
-                    trial_id=spec.trial_id,
-                    spec=spec,
-                    status=status,
-                    error="boom" if status == "failed" else None,
-                    primary_metric="f1",
-                    best=best,
-                    epochs=[best] if best else [],
-                    trainable_params=1000,
-                    train_seconds=3.0,
-                    peak_memory_bytes=500 * MIB,
-                ),
-            )
-        rs.finish_run()
-        return root
+            rows.append(result(spec, best, status=status, primary="f1", train_seconds=3.0, peak_memory_bytes=500 * MIB))
+        return write_run(root, rows)
 
     base = store(tmp_path / "a" / "quickstart", {0: 0.80, 1: 0.82})
     same = store(tmp_path / "b" / "quickstart", {0: 0.80, 1: 0.82})
@@ -442,24 +396,24 @@ def test_reads_tables_written_by_the_result_store(tmp_path: Path) -> None:
 
 def test_baseline_compares_with_a_run_in_the_current_schema(tmp_path: Path) -> None:
     """The CI gate: the committed schema-1 baseline against the same trials written by today's store."""
-    from sift_bench.results import ResultStore
-    from sift_bench.spec import TrialResult
-
     baseline = Path(__file__).resolve().parents[2] / "tests" / "data" / "schema1_quickstart"
-    store = ResultStore(tmp_path / "quickstart")
+    rows = []
     for _, row in load_run(baseline).trials.iterrows():
-        metrics = {k[7:]: v for k, v in row.items() if str(k).startswith("metric.") and v == v}
-        store.add(
-            TrialResult(
-                trial_id=row["trial_id"], spec=row["spec"], status=row["status"], primary_metric=row["primary_metric"],
-                best=metrics, best_epoch=row["best_epoch"], trainable_params=row["trainable_params"],
+        metrics = {
+            m: row[metric_column(m)] for m in metric_names(row.index) if row[metric_column(m)] == row[metric_column(m)]
+        }
+        rows.append(
+            result(
+                row["spec"], metrics, status=row["status"], primary=row["primary_metric"],
+                best_epoch=row["best_epoch"], trainable_params=row["trainable_params"],
                 train_seconds=row["train_seconds"], peak_memory_bytes=row["peak_memory_bytes"],
             )
         )  # fmt: skip
+    write_run(tmp_path / "quickstart", rows)
     for args in ((), ("--metric", "eval_loss", "--tolerance", "0.005")):
-        result = run_cli(baseline, tmp_path / "quickstart", "--tolerance", "2", *args)
-        assert result.exit_code == 0, result.output
-        assert "OK: 0 of 12 cells regressed" in " ".join(result.output.split())
+        res = run_cli(baseline, tmp_path / "quickstart", "--tolerance", "2", *args)
+        assert res.exit_code == 0, res.output
+        assert "OK: 0 of 12 cells regressed" in " ".join(res.output.split())
     cmp = compare_paths(baseline, tmp_path / "quickstart")
     assert [c.status for c in cmp.cells] == ["compared"] * 12
     assert all(c.primary.delta == 0 for c in cmp.cells)

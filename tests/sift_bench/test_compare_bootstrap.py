@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from results_factory import result, write_run
 from typer.testing import CliRunner
 
 from sift_bench.cli import app
 from sift_bench.compare import CellComparison, Comparison, compare_paths, to_markdown
-from sift_bench.results import ResultStore
-from sift_bench.spec import Prediction, TrainSettings, TrialResult, TrialSpec
+from sift_bench.spec import TrainSettings, TrialSpec
 
 
 def run_cli(*args: Any) -> Any:
@@ -38,26 +38,18 @@ def preds(wrong: np.ndarray | list[int]) -> np.ndarray:
 def store_run(
     root: Path, configs: dict[str, list[np.ndarray]], *, labels: np.ndarray = DEV, lr: float | None = None
 ) -> Path:
-    """A results folder written by ResultStore: per method one trial per seed, with its dev predictions.
+    """A results folder (through the factory): per method one trial per seed, with its dev predictions.
     `lr`: the trials are that point of a learning-rate grid (call again on the same folder for another)."""
-    rs = ResultStore(root)
+    rows = []
     for method, per_seed in configs.items():
         for seed, p in enumerate(per_seed):
             spec = TrialSpec(model="minilm-l6", task="mrpc", method=method, budget="0.8%", seed=seed, suite="qs")
             if lr is not None:
                 spec = spec.model_copy(update={"train": TrainSettings(learning_rate=lr), "grid": {"learning_rate": lr}})
             best = {"accuracy": float(np.mean(p == labels)), "eval_loss": 0.5}
-            rows = [
-                Prediction(split="dev", example=i, prediction=str(v), label=str(y))
-                for i, (v, y) in enumerate(zip(p, labels, strict=True))
-            ]
-            rs.add(
-                TrialResult(
-                    trial_id=spec.trial_id, spec=spec, status="ok", primary_metric="accuracy", best=best,
-                    epochs=[best], trainable_params=10, predictions=rows,
-                )
-            )  # fmt: skip
-    return root
+            predictions = [(i, v, y) for i, (v, y) in enumerate(zip(p, labels, strict=True))]
+            rows.append(result(spec, best, trainable_params=10, predictions=predictions))
+    return write_run(root, rows)
 
 
 def test_bootstrap_band_when_both_sides_have_predictions(tmp_path: Path) -> None:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from results_factory import result
+from results_factory import write_run as factory_write_run
 from typer.testing import CliRunner
 
 from sift_bench.cli import app
 from sift_bench.dashboard import build_dashboard, pareto_front
 from sift_bench.dashboard_server import DashboardServer
 from sift_bench.errors import SiftBenchError
-from sift_bench.results import atomic_write, atomic_write_text
-from sift_bench.spec import TrialSpec
+from sift_bench.metrics import metric_info
+from sift_bench.spec import TrialResult, TrialSpec
 
 REPO = Path(__file__).resolve().parents[2]
 # Debian's chromium by default; any other Chromium or Chrome binary through $SIFT_BENCH_CHROMIUM.
@@ -34,23 +33,19 @@ BUDGETED = {"sift": 0.02, "random": -0.03, "lora": 0.0}  # quality offset per me
 BUDGETS = ("0.1%", "0.4%", "0.8%")
 
 
-def row(task: str, method: str, budget: str | None, seed: int, value: float, **kw: Any) -> dict[str, Any]:
+def row(task: str, method: str, budget: str | None, seed: int, value: float, **kw: Any) -> TrialResult:
     spec = TrialSpec(model="minilm-l6", task=task, method=method, budget=budget, seed=seed, suite="demo")
     share = float(budget.rstrip("%")) / 100 if budget else (1.0 if method == "full" else 0.0)
     params = int(BODY_PARAMS * share)
-    r = {
-        "suite": "demo", "trial_id": spec.trial_id, "model": spec.model, "task": task, "method": method,
-        "budget": budget, "trainable_params": params, "head_params": 770, "seed": seed,
-        "spec": json.dumps(spec.model_dump(mode="json")), "primary_metric": TASKS[task], "best_epoch": 2,
-        f"metric.{TASKS[task]}": value, "primary_value": value, "variant": method, "train_seconds": 5.0 + params / 1e6,
-        "peak_memory_bytes": int((300 + params / 5e4) * 2**20), "device": "cpu", "status": "ok",
-        "error": None, "schema_version": 1, "finished_at": "2026-11-23T10:00:00Z",
+    fields: dict[str, Any] = {
+        "trainable_params": params, "head_params": 770, "best_epoch": 2, "train_seconds": 5.0 + params / 1e6,
+        "peak_memory_bytes": int((300 + params / 5e4) * 2**20), **kw,
     }  # fmt: skip
-    r.update(kw)
-    return r
+    metrics = {TASKS[task]: value} if fields.get("status", "ok") == "ok" else {}
+    return result(spec, metrics, primary=TASKS[task], **fields)
 
 
-def demo_rows(shift: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def demo_rows(shift: dict[str, float] | None = None) -> list[TrialResult]:
     """2 tasks x (3 budgeted methods x 3 budgets + full + classifier_only) x 3 seeds, plus one failure."""
     shift = shift or {}
     rows = []
@@ -67,14 +62,10 @@ def demo_rows(shift: dict[str, float] | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def write_run(root: Path, rows: list[dict[str, Any]]) -> Path:
-    """A schema-1 results folder, written atomically as the store writes (the live server may read any time)."""
-    cols = sorted({k for r in rows for k in r})
-    table = pa.table({c: [r.get(c) for r in rows] for c in cols})
+def write_run(root: Path, rows: list[TrialResult]) -> Path:
+    """A results folder as a run writes it (the store writes atomically: the live server may read any time)."""
     manifest = {"suite": "demo", "git_commit": "0123abc", "hardware": {"cpu": "test"}, "packages": {"torch": "2"}}
-    atomic_write(root / "trials.parquet", lambda tmp: pq.write_table(table, tmp))  # first: what the page shows
-    atomic_write_text(root / "manifest.json", json.dumps(manifest))
-    return root
+    return factory_write_run(root, rows, manifest=manifest)
 
 
 @pytest.fixture
@@ -103,8 +94,8 @@ def test_pareto_front() -> None:
     import pandas as pd
 
     cost, quality = pd.Series([1.0, 2.0, 3.0, 4.0]), pd.Series([50.0, 40.0, 60.0, 55.0])
-    assert pareto_front(cost, quality, higher_is_better=True) == [0, 2]
-    assert pareto_front(cost, quality, higher_is_better=False) == [0, 1]
+    assert pareto_front(cost, quality, metric_info("accuracy")) == [0, 2]
+    assert pareto_front(cost, quality, metric_info("eval_loss")) == [0, 1]
 
 
 def test_bad_input(tmp_path: Path, runs: tuple[Path, Path]) -> None:
@@ -137,11 +128,12 @@ def test_plots_use_the_leaderboard_cells(runs: tuple[Path, Path]) -> None:
 
 
 def test_chosen_grid_point_rule_and_marks(tmp_path: Path) -> None:
-    from sift_bench.results import ResultStore
-    from sift_bench.spec import Prediction, TrainSettings, TrialResult
+    from results_factory import wrong_on
+
+    from sift_bench.spec import TrainSettings
 
     labels = [i % 2 for i in range(200)]
-    store = ResultStore(tmp_path)
+    rows = []
     for method, budget, lr, n_wrong in (
         ("full", None, 1e-5, 10),
         ("sift", "0.8%", 1e-3, 80),
@@ -150,11 +142,9 @@ def test_chosen_grid_point_rule_and_marks(tmp_path: Path) -> None:
         for seed in (0, 1):
             spec = TrialSpec(model="minilm-l6", task="rte", method=method, budget=budget, seed=seed, suite="demo",
                              grid={"learning_rate": lr}, train=TrainSettings(learning_rate=lr))  # fmt: skip
-            preds = [Prediction(split="dev", example=i, prediction=str(1 - y if i < n_wrong else y), label=str(y))
-                     for i, y in enumerate(labels)]  # fmt: skip
-            store.add(TrialResult(trial_id=spec.trial_id, spec=spec, status="ok", primary_metric="accuracy",
-                                  best={"accuracy": 1 - n_wrong / 200}, best_epoch=1, predictions=preds,
-                                  trainable_params=1000 if budget else 10**6))  # fmt: skip
+            rows.append(result(spec, {"accuracy": 1 - n_wrong / 200}, predictions=wrong_on(labels, range(n_wrong)),
+                               trainable_params=1000 if budget else 10**6))  # fmt: skip
+    factory_write_run(tmp_path, rows)
     page = build_dashboard([tmp_path])
     assert "95.00 ± 0.00 ★ (lr=1e-5)" in page and "60.00 ± 0.00 (lr=1e-3)" in page  # the table
     assert "budget 0.8%, n=2, lr=1e-3" in page  # the budget curve's hover text
@@ -246,7 +236,7 @@ def test_serve_follows_a_running_suite(tmp_path: Path) -> None:
         first = get()
         assert 'id="leaderboard"' in first and 'fetch("/version"' in first
         assert 'fetch("/version"' not in (tmp_path / "live.html").read_text()  # the file stays offline-clean
-        write_run(live, [*demo_rows(), row("mrpc", "adapter", "0.8%", 0, 0.7123)])
+        write_run(live, [row("mrpc", "adapter", "0.8%", 0, 0.7123)])  # one more trial: one more write
         _wait_for_new_version(server.url, v)
         assert "71.23" in get()
     finally:

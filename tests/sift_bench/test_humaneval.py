@@ -21,13 +21,11 @@ from sift_bench.evaluators.humaneval import (
     extract_code,
     generate_samples,
     load_problems,
-    parse_ks,
     pass_at_k,
-    read_samples,
-    results_path,
     score_file,
     score_samples,
 )
+from sift_bench.evaluators.humaneval_samples import parse_ks, read_samples, results_path
 
 TASK = "HumanEval/0"  # has_close_elements(numbers, threshold)
 SOLUTION = """\
@@ -243,13 +241,17 @@ def broken_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     humaneval._sandbox_problem.cache_clear()
 
 
-BAD_SAMPLE_FILES = {  # file content -> what the message must say (besides the file's name)
-    '{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n{"task_id": \n': ":2: not valid JSON",
-    "[1, 2]\n": ":1: a JSON list, not an object",
-    '\n{"completion": ""}\n': ":2: missing 'task_id'",
-    '{"task_id": "HumanEval/0", "completion": 3}\n': ":1: 'completion' must be a string, got int",
-    '{"task_id": "Humaneval/0", "completion": ""}\n': ":1: unknown task_id 'Humaneval/0'. Did you mean 'HumanEval/0'?",
-    "\n\n": "has no samples",
+LINE_FIX = "each line must be one JSON object like"
+BAD_SAMPLE_FILES = {  # file content -> (what the message must say besides the file's name, the fix it names)
+    '{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n{"task_id": \n': (":2: not valid JSON", LINE_FIX),
+    "[1, 2]\n": (":1: a JSON list, not an object", LINE_FIX),
+    '\n{"completion": ""}\n': (":2: missing 'task_id'", LINE_FIX),
+    '{"task_id": "HumanEval/0", "completion": 3}\n': (":1: 'completion' must be a string, got int", LINE_FIX),
+    '{"task_id": "Humaneval/0", "completion": ""}\n': (
+        ":1: unknown task_id 'Humaneval/0'. Did you mean 'HumanEval/0'?",
+        "pass --problems if the samples are for another one",
+    ),
+    "\n\n": ("has no samples", "add one JSON object per line like"),
 }
 
 
@@ -259,8 +261,8 @@ def test_samples_file_is_checked_before_the_sandbox(tmp_path: Path, broken_sandb
     path.write_text(content)
     with pytest.raises(SiftBenchError) as err:
         score_file(path, problem_file=None)
-    assert str(path) in str(err.value) and BAD_SAMPLE_FILES[content] in str(err.value), str(err.value)
-    assert "each line must be" in str(err.value) or "Did you mean" in str(err.value) or "add one" in str(err.value)
+    what, fix = BAD_SAMPLE_FILES[content]
+    assert str(path) in str(err.value) and what in str(err.value) and fix in str(err.value), str(err.value)
     assert not results_path(path).exists()
 
 

@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from results_factory import result, write_run
+from results_factory import wrong_on as predictions_wrong_on
 from typer.testing import CliRunner
 
 from sift_bench.aggregate import aggregate
 from sift_bench.cli import app
 from sift_bench.errors import SiftBenchError
 from sift_bench.pairs import compare_pairs, load_pairs, pair_cells
-from sift_bench.results import ResultStore, load_run
-from sift_bench.spec import Budget, Prediction, TrainSettings, TrialResult, TrialSpec
+from sift_bench.results import load_run
+from sift_bench.spec import Budget, TrainSettings, TrialResult, TrialSpec
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("SIFT_BENCH_CHROMIUM", "/usr/bin/chromium"))
@@ -31,32 +33,28 @@ def wrong_on(seed: int, extra: list[int] = EXTRA) -> list[int]:
     return [*range(20 * seed, 20 * seed + 40), *extra]
 
 
-def add_trial(store: ResultStore, method: str, budget: str | None, seed: int, lr: float, wrong: list[int],
-              variant: str | None = None) -> None:  # fmt: skip
+def trial(method: str, budget: str | None, seed: int, lr: float, wrong: list[int],
+          variant: str | None = None) -> TrialResult:  # fmt: skip
     spec = TrialSpec(model="minilm-l6", task="rte", method=method, budget=budget, seed=seed, suite="pairs",
                      variant=variant, grid={"learning_rate": lr}, train=TrainSettings(learning_rate=lr))  # fmt: skip
-    bad = set(wrong)
-    preds = [Prediction(split="dev", example=i, prediction=str(1 - y if i in bad else y), label=str(y))
-             for i, y in enumerate(LABELS)]  # fmt: skip
-    acc = 1 - len(bad) / len(LABELS)
-    store.add(TrialResult(trial_id=spec.trial_id, spec=spec, status="ok", primary_metric="accuracy",
-                          best={"accuracy": acc}, epochs=[{"accuracy": acc}], best_epoch=1, predictions=preds,
-                          trainable_params=0 if method == "classifier_only" else PARAMS[budget]))  # fmt: skip
+    acc = 1 - len(set(wrong)) / len(LABELS)
+    return result(spec, {"accuracy": acc}, predictions=predictions_wrong_on(LABELS, wrong),
+                  trainable_params=0 if method == "classifier_only" else PARAMS[budget])  # fmt: skip
 
 
 @pytest.fixture()
 def run_dir(tmp_path: Path) -> Path:
     """rte, 3 seeds. sift and random at two budgets with a two-point lr grid (the bad lr misses 60 more);
     random is sift plus EXTRA wrong; lora_copy predicts exactly as random; full is knob-less."""
-    store = ResultStore(tmp_path / "run")
+    rows = []
     for seed in range(3):
         for budget in BUDGETS:
             for lr, worse in ((1e-3, []), (1e-4, list(range(100, 150)) + list(range(160, 170)))):
-                add_trial(store, "sift", budget, seed, lr, wrong_on(seed, worse))
-                add_trial(store, "random", budget, seed, lr, wrong_on(seed, [*EXTRA, *worse]))
-                add_trial(store, "lora", budget, seed, lr, wrong_on(seed, [*EXTRA, *worse]), variant="lora_copy")
-        add_trial(store, "full", None, seed, 5e-5, wrong_on(seed, []))
-    return store.root
+                rows.append(trial("sift", budget, seed, lr, wrong_on(seed, worse)))
+                rows.append(trial("random", budget, seed, lr, wrong_on(seed, [*EXTRA, *worse])))
+                rows.append(trial("lora", budget, seed, lr, wrong_on(seed, [*EXTRA, *worse]), variant="lora_copy"))
+        rows.append(trial("full", None, seed, 5e-5, wrong_on(seed, [])))
+    return write_run(tmp_path / "run", rows)
 
 
 def invoke(*args: Any) -> Any:
@@ -103,9 +101,8 @@ def test_knobless_b_pairs_with_every_budget_of_a(run_dir: Path) -> None:
     assert [p.verdict for p in report.pairs] == ["full better"] * 2
     assert [round(p.result.diff * 100, 2) for p in report.pairs if p.result] == [5.0, 5.0]
     # Two knob-less methods: one row, no budget.
-    store = ResultStore(run_dir)
-    for seed in range(3):
-        add_trial(store, "classifier_only", None, seed, 1e-3, list(range(100)))  # 50%: the majority class
+    # 50%: the majority class
+    write_run(run_dir, [trial("classifier_only", None, seed, 1e-3, list(range(100))) for seed in range(3)])
     both = load_pairs(run_dir, "full", "classifier_only")
     assert [(p.budget, p.verdict) for p in both.pairs] == [(None, "full better")]
     assert both.cells(both.pairs[0])[1] == "-" and both.summary_line().startswith("full beat classifier_only at 1 of 1")
