@@ -73,6 +73,7 @@ def expand(suite: Suite) -> list[TrialSpec]:
                 seed=seed,
                 train=TrainSettings.model_validate({**train, **point}),
                 evaluators=suite.evaluators,
+                forgetting=suite.forgetting,
                 data_dir=task_entry.data_dir or suite.data_dir,
                 suite=suite.name,
                 resources=entry.resources or suite.resources,

@@ -136,9 +136,15 @@ def encoder_of(model: nn.Module) -> nn.Module:
     return getattr(m, m.base_model_prefix, m)
 
 
-def by_length(texts: list[str], tokenizer: Any) -> list[int]:
+def max_length(model: nn.Module) -> int:
+    """MAX_LEN, or less where the model has fewer positions (RoBERTa's two offset positions included)."""
+    positions = getattr(unwrap(model).config, "max_position_embeddings", None) or MAX_LEN
+    return min(MAX_LEN, positions - 2 if positions > MAX_LEN else positions)
+
+
+def by_length(texts: list[str], tokenizer: Any, max_len: int) -> list[int]:
     """Indices of `texts`, shortest first: batches of like lengths waste little time on padding."""
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=MAX_LEN)["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]]
     return sorted(range(len(texts)), key=lambda i: (lengths[i], i))
 
 
@@ -147,12 +153,14 @@ def _batches(n: int) -> Iterator[slice]:
         yield slice(i, min(n, i + BATCH))
 
 
-def sorted_batches(texts: list[str], tokenizer: Any, **kwargs: Any) -> Iterator[tuple[list[int], dict[str, Any]]]:
+def sorted_batches(
+    texts: list[str], tokenizer: Any, max_len: int, **kwargs: Any
+) -> Iterator[tuple[list[int], dict[str, Any]]]:
     """(indices, tokenized batch) over `texts` in length order; the caller puts results back by index."""
-    order = by_length(texts, tokenizer)
+    order = by_length(texts, tokenizer, max_len)
     for sl in _batches(len(texts)):
         idx = order[sl]
-        batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=MAX_LEN,
+        batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len,
                           return_tensors="pt", **kwargs)  # fmt: skip
         yield idx, dict(batch)
 
@@ -175,7 +183,7 @@ def sts_scores(model: nn.Module, tokenizer: Any, device: torch.device, pooling: 
 
     def embed(texts: list[str]) -> torch.Tensor:
         parts: dict[int, torch.Tensor] = {}
-        for idx, batch in sorted_batches(texts, tokenizer):
+        for idx, batch in sorted_batches(texts, tokenizer, max_length(model)):
             batch = {k: v.to(device) for k, v in batch.items()}
             hidden = encoder(**batch).last_hidden_state  # (B, T, H)
             pooled = _pool(hidden.float(), batch["attention_mask"], pooling).cpu()  # (B, H)
@@ -197,7 +205,7 @@ def lm_scores(model: nn.Module, tokenizer: Any, device: torch.device) -> Scores:
     """Summed next-token cross-entropy per sentence (the first token has no context and is not scored)."""
     texts = general_text()
     values, weights = np.zeros(len(texts)), np.zeros(len(texts))
-    for idx, batch in sorted_batches(texts, tokenizer):
+    for idx, batch in sorted_batches(texts, tokenizer, max_length(model)):
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
@@ -237,7 +245,7 @@ def mlm_scores(model: nn.Module, tokenizer: Any, device: torch.device, head: nn.
     gen = torch.Generator().manual_seed(MASK_SEED)
     head = head.to(device).eval()
     values, weights = np.zeros(len(texts)), np.zeros(len(texts))
-    for idx, batch in sorted_batches(texts, tokenizer, return_special_tokens_mask=True):
+    for idx, batch in sorted_batches(texts, tokenizer, max_length(model), return_special_tokens_mask=True):
         ordinary = (batch["attention_mask"] == 1) & (batch.pop("special_tokens_mask") == 0)  # (B, T)
         chosen = (torch.rand(ordinary.shape, generator=gen) < MASK_SHARE) & ordinary
         targets = batch["input_ids"].clone()
@@ -265,8 +273,11 @@ def fingerprint(model: nn.Module) -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SIFT_BENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return Path(root) / "sift-bench" / "forgetting"
+    """$SIFT_BENCH_CACHE/forgetting, by default ~/.cache/sift-bench/forgetting (XDG_CACHE_HOME honoured)."""
+    root = os.environ.get("SIFT_BENCH_CACHE")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sift-bench"
+    return Path(root) / "forgetting"
 
 
 def cached_scores(key_parts: dict[str, Any], compute: Callable[[], Scores]) -> Scores:

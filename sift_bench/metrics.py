@@ -73,6 +73,8 @@ for _name in (
 register_metric("pass@", numbered=True)  # pass@1, pass@10, ... (HumanEval: any k)
 register_metric("eval_loss", higher_is_better=False, percent=False)
 register_metric("train_loss", higher_is_better=False, percent=False)
+# The pre-trained ability a trial lost (sift_bench.forgetting), in its measure's units: points or nats/token.
+register_metric("forgetting", higher_is_better=False, percent=False)
 
 
 # A trial that selects on a held-out slice of the training set reports that slice's metrics under this prefix.

@@ -30,9 +30,11 @@ from sift_bench.provenance import git_commit, git_dirty, hardware, package_versi
 from sift_bench.schema import (
     DAMAGED_FIX,
     EVALS_SCHEMA,
+    FORGETTING_SCHEMA,
     PREDICTIONS_SCHEMA,
     REQUIRED_COLUMNS,
     eval_rows,
+    forgetting_rows,
     metric_names,
     now_utc,
     prediction_rows,
@@ -46,6 +48,7 @@ from sift_bench.spec import TrialResult
 TRIALS_FILE = "trials.parquet"
 EVALS_FILE = "evals.parquet"
 PREDICTIONS_FILE = "predictions.parquet"
+FORGETTING_FILE = "forgetting.parquet"
 MANIFEST_FILE = "manifest.json"
 
 # ----------------------------------------------------------------------------- files
@@ -154,6 +157,28 @@ def write_predictions(root: str | Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def read_forgetting(root: str | Path) -> list[dict[str, Any]]:
+    """Per-item forgetting values; empty when the folder has none (runs before schema 4, or none measured)."""
+    path = Path(root) / FORGETTING_FILE
+    return _read_table(path) if path.is_file() else []
+
+
+def _replace_trial_rows(
+    path: Path, schema: pa.Schema, table: pa.Table | None, trial_id: str, rows: list[dict[str, Any]]
+) -> pa.Table | None:
+    """A per-trial side table (predictions, forgetting) with `rows` in place of the trial's earlier ones,
+    rewritten atomically; the file is not created while no trial has rows. Returns the table now on disk."""
+    new = pa.Table.from_pylist(rows, schema=schema)
+    if table is None:
+        table = _read_arrow(path, schema) if path.is_file() else schema.empty_table()
+    earlier = pc.equal(table["trial_id"], trial_id)
+    if new.num_rows == 0 and not pc.any(earlier).as_py():
+        return table
+    table = pa.concat_tables([table.filter(pc.invert(earlier)), new])
+    _write_table(path, table)
+    return table
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """manifest.json as a dict; {} when there is none."""
     path = Path(root) / MANIFEST_FILE
@@ -183,6 +208,7 @@ class ResultStore:
         self._trials: dict[str, dict[str, Any]] = {}
         self._evals: dict[str, list[dict[str, Any]]] = {}
         self._predictions: pa.Table | None = None  # read on the first trial that needs it (it can be large)
+        self._forgetting: pa.Table | None = None  # likewise
         if self.trials_path.is_file():
             self._trials = {row["trial_id"]: row for row in _trial_rows(self.trials_path)}
         for row in read_evals(self.root):
@@ -199,6 +225,10 @@ class ResultStore:
     @property
     def predictions_path(self) -> Path:
         return self.root / PREDICTIONS_FILE
+
+    @property
+    def forgetting_path(self) -> Path:
+        return self.root / FORGETTING_FILE
 
     @property
     def manifest_path(self) -> Path:
@@ -226,25 +256,20 @@ class ResultStore:
         and evals rows, each table rewritten atomically. A crash in between leaves predictions of a trial
         not yet marked done (it reruns and replaces them), never a finished trial without its predictions."""
         self._replace_predictions(result)
+        self._replace_forgetting(result)
         self._trials[result.trial_id] = trial_row(result)
         self._evals[result.trial_id] = eval_rows(result)
         self.flush()
 
     def _replace_predictions(self, result: TrialResult) -> None:
-        """predictions.parquet with this trial's rows in place of any earlier attempt's. Untouched when
-        the trial predicted nothing and had no rows (instruction tasks never create the file)."""
-        new = pa.Table.from_pylist(prediction_rows(result), schema=PREDICTIONS_SCHEMA)
-        if self._predictions is None:
-            path = self.predictions_path
-            self._predictions = (
-                _read_arrow(path, PREDICTIONS_SCHEMA) if path.is_file() else PREDICTIONS_SCHEMA.empty_table()
-            )
-        earlier = pc.equal(self._predictions["trial_id"], result.trial_id)
-        if new.num_rows == 0 and not pc.any(earlier).as_py():
-            return
-        table = pa.concat_tables([self._predictions.filter(pc.invert(earlier)), new])
-        _write_table(self.predictions_path, table)
-        self._predictions = table
+        self._predictions = _replace_trial_rows(
+            self.predictions_path, PREDICTIONS_SCHEMA, self._predictions, result.trial_id, prediction_rows(result)
+        )
+
+    def _replace_forgetting(self, result: TrialResult) -> None:
+        self._forgetting = _replace_trial_rows(
+            self.forgetting_path, FORGETTING_SCHEMA, self._forgetting, result.trial_id, forgetting_rows(result)
+        )
 
     def flush(self) -> None:
         rows = list(self._trials.values())

@@ -38,6 +38,13 @@ trials.parquet -- one row per trial (the latest attempt of each trial id; a reru
     isolated            bool   the trial ran in a fresh process of its own (schedulers' default), so its memory and
                                time are its alone; false: it shared a process with earlier trials (--no-isolate),
                                whose leftovers its memory figure may include; null in rows before schema 4
+    forgetting_measure  str    the pre-trained ability measured before and after training (sift_bench.forgetting):
+                               sts_zero_shot (points), mlm_loss or lm_loss (nats/token); null: not measured
+    forgetting_before   float  that ability on the loaded weights (cached per weights and machine)
+    forgetting_after    float  that ability on the weights of the best (scored) epoch
+    forgetting          float  before - after for sts_zero_shot, after - before for a loss: positive = forgot.
+                               Also the `metric.forgetting` column (so reports and compare read it as a metric)
+    forgetting_note     str    why forgetting is null (turned off, no measure for this model); else null
     device              str
     gpu_ids             list<str>  accelerator ids Ray assigned the trial (what it saw in CUDA_VISIBLE_DEVICES);
                                [] on a CPU trial and under --serial
@@ -53,8 +60,8 @@ Older rows are upgraded as they are read. Schema 1 (before `config_key`; with a 
 repeated the primary metric): variant and grid go into the spec, config_key is computed, primary_value dropped.
 Schema 1 and 2 (before gpu_ids, node, started_at, scored_epoch and train.heldout_fraction): gpu_ids is [],
 the others null, and a train.<field> column added later holds the field's default. Schema 1-3 (before
-peak_reserved_bytes and isolated): both null. Their peak_memory_bytes was measured in processes that
-trials shared, so it may hold earlier trials' memory.
+peak_reserved_bytes, isolated and the forgetting columns): all null. Their peak_memory_bytes was measured in
+processes that trials shared, so it may hold earlier trials' memory.
 
 evals.parquet -- one row per trial x epoch x metric: trial_id str, epoch int64 (1-based), metric str, value float
 
@@ -63,6 +70,11 @@ predictions.parquet -- one row per trial x split x example of the best epoch's d
     class ids and regression values share one table). Only tasks with per-example predictions write rows
     (GLUE classification and regression); instruction tasks (a loss, not a prediction) write none. The
     driver writes a trial's rows before its trials row, and a rerun replaces the trial's earlier rows.
+
+forgetting.parquet -- one row per trial x item of its forgetting sample: trial_id str, item int64 (0-based),
+    before float, after float (sts_zero_shot: the pair's cosine similarity; a loss: the item's summed token
+    loss), weight float (1 for a pair; a loss: the item's scored tokens), gold float (sts_zero_shot: the
+    gold similarity, else null). Reports bootstrap over these items. Written like predictions.parquet.
 
 manifest.json -- suite name, suite file path and sha256, package versions, git commit (+ git_dirty),
     hardware of the driver, and a `runs` list with one entry per `sift-bench run` into this folder
@@ -119,6 +131,11 @@ _FIXED_TAIL: list[tuple[str, pa.DataType]] = [
     ("peak_memory_bytes", pa.int64()),
     ("peak_reserved_bytes", pa.int64()),
     ("isolated", pa.bool_()),
+    ("forgetting_measure", pa.string()),
+    ("forgetting_before", pa.float64()),
+    ("forgetting_after", pa.float64()),
+    ("forgetting", pa.float64()),
+    ("forgetting_note", pa.string()),
     ("device", pa.string()),
     ("gpu_ids", pa.list_(pa.string())),
     ("node", pa.string()),
@@ -130,6 +147,16 @@ _FIXED_TAIL: list[tuple[str, pa.DataType]] = [
 ]
 EVALS_SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("epoch", pa.int64()), ("metric", pa.string()), ("value", pa.float64())]
+)
+FORGETTING_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("item", pa.int64()),
+        ("before", pa.float64()),
+        ("after", pa.float64()),
+        ("weight", pa.float64()),
+        ("gold", pa.float64()),
+    ]
 )
 PREDICTIONS_SCHEMA = pa.schema(
     [
@@ -222,6 +249,11 @@ def trial_row(result: TrialResult) -> dict[str, Any]:
         "peak_memory_bytes": result.peak_memory_bytes,
         "peak_reserved_bytes": result.peak_reserved_bytes,
         "isolated": result.isolated,
+        "forgetting_measure": result.forgetting_measure,
+        "forgetting_before": result.forgetting_before,
+        "forgetting_after": result.forgetting_after,
+        "forgetting": result.forgetting,
+        "forgetting_note": result.forgetting_note,
         "device": result.device,
         "gpu_ids": list(result.gpu_ids),
         "node": result.node,
@@ -248,6 +280,11 @@ def eval_rows(result: TrialResult) -> list[dict[str, Any]]:
     return rows
 
 
+def forgetting_rows(result: TrialResult) -> list[dict[str, Any]]:
+    """One forgetting.parquet row per item of the trial's forgetting sample (none when not measured)."""
+    return [{"trial_id": result.trial_id, **i.model_dump()} for i in result.forgetting_items]
+
+
 def prediction_rows(result: TrialResult) -> list[dict[str, Any]]:
     """One predictions.parquet row per example the trial predicted (none for tasks without predictions)."""
     return [{"trial_id": result.trial_id, **p.model_dump()} for p in result.predictions]
@@ -266,7 +303,10 @@ def row_spec(row: dict[str, Any], source: Path) -> TrialSpec:
 
 # What a row written before schema 3 holds in the columns added then (train.<field> columns: the default).
 _ADDED_IN_3: dict[str, Any] = {"scored_epoch": None, "gpu_ids": [], "node": None, "started_at": None}
-_ADDED_IN_4: dict[str, Any] = {"peak_reserved_bytes": None, "isolated": None}
+_ADDED_IN_4: dict[str, Any] = {
+    "peak_reserved_bytes": None, "isolated": None, "forgetting_measure": None, "forgetting_before": None,
+    "forgetting_after": None, "forgetting": None, "forgetting_note": None,
+}  # fmt: skip
 _TRAIN_DEFAULTS = {f"train.{name}": value for name, value in TrainSettings().model_dump(mode="json").items()}
 
 

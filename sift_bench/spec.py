@@ -167,7 +167,7 @@ def _percent_text(percent: float) -> str:
 
 
 # Fields of a TrialSpec that do not change a trial's result (see TrialSpec's comment).
-_NOT_IN_IDENTITY = {"data_dir", "suite", "resources", "variant", "grid"}
+_NOT_IN_IDENTITY = {"data_dir", "suite", "resources", "variant", "grid", "forgetting"}
 
 
 def _hash(data: dict[str, Any]) -> str:
@@ -225,6 +225,10 @@ class TrialSpec(Strict):
     suite: str = Field("adhoc", exclude=False)
     resources: Resources = Field(default_factory=Resources)
     variant: str | None = Field(None, description="The suite's label for the method entry (e.g. sift_qv).")
+    forgetting: Literal["auto", "off", "sts_zero_shot", "mlm_loss", "lm_loss"] = Field(
+        "auto", description="The pre-trained ability to measure before and after training (sift_bench.forgetting); "
+        "auto: the one the model supports. It only measures, so it is not part of the trial id.",
+    )  # fmt: skip
     grid: dict[str, Any] = Field(default_factory=dict, description="This trial's grid point (already in train).")
 
     @property
@@ -267,6 +271,16 @@ class Prediction(Strict):
     label: str
 
 
+class ForgettingItem(Strict):
+    """One item of the forgetting sample (an STS-B pair or a sentence), before and after training."""
+
+    item: int = Field(ge=0, description="0-based item of the measure's sample.")
+    before: float = Field(description="sts_zero_shot: the pair's cosine; losses: the item's summed token loss.")
+    after: float
+    weight: float = Field(description="1 for a pair; the item's scored tokens for a loss.")
+    gold: float | None = Field(None, description="sts_zero_shot: the pair's gold similarity (0-5).")
+
+
 class TrialResult(Strict):
     trial_id: str
     spec: TrialSpec
@@ -289,6 +303,14 @@ class TrialResult(Strict):
     )
     peak_reserved_bytes: int | None = Field(
         None, description="CUDA: the max bytes the caching allocator reserved; None on CPU."
+    )
+    forgetting_measure: str | None = Field(None, description="sts_zero_shot, mlm_loss or lm_loss; None: not measured.")
+    forgetting_before: float | None = Field(None, description="The ability of the loaded weights, in its units.")
+    forgetting_after: float | None = Field(None, description="The ability of the scored epoch's weights.")
+    forgetting: float | None = Field(None, description="The ability lost (positive = forgot), in its units.")
+    forgetting_note: str | None = Field(None, description="Why forgetting was not measured, when it was not.")
+    forgetting_items: list[ForgettingItem] = Field(
+        default_factory=list, description="Per-item values of the measure (forgetting.parquet)."
     )
     isolated: bool | None = Field(
         None, description="Whether the trial ran in a process of its own (its memory figures are then its alone)."

@@ -110,6 +110,11 @@ class Suite(Strict):
     heldout_fraction: float = Field(
         0.1, gt=0, lt=1, description="With `selection: heldout`: the share of training examples held out."
     )
+    forgetting: Literal["auto", "off", "sts_zero_shot", "mlm_loss", "lm_loss"] = Field(
+        "auto",
+        description="What each trial forgot of the pre-trained model, measured before and after training: auto "
+        "(the measure the model supports), off, or a measure by name (docs/results-format.md).",
+    )
     _source: str | None = PrivateAttr(None)  # the file it came from (set by load_suite; not a YAML key)
 
     @property

@@ -27,10 +27,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from sift_bench import forgetting
 from sift_bench.errors import SiftBenchError
 from sift_bench.methods import METHODS, PrepareContext
 from sift_bench.metrics import heldout_metric, metric_info
-from sift_bench.spec import Prediction, TrainSettings, TrialResult, TrialSpec
+from sift_bench.spec import ForgettingItem, Prediction, TrainSettings, TrialResult, TrialSpec
 from sift_bench.tasks import TASKS, Batch
 from sift_bench.trial_setup import (
     autocast_for,
@@ -95,6 +96,13 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
         enable_checkpointing(model)
     model.to(device).train()
 
+    # -- forgetting: the pre-trained ability before training (cached per weights and machine) ------------
+    t0 = time.perf_counter()
+    probe, record["forgetting_note"] = forgetting.start(
+        spec.forgetting, spec.model, task.kind == "causal_lm", model, tokenizer, device
+    )
+    forgetting_seconds = time.perf_counter() - t0
+
     collate = task.collate(tokenizer, cfg.max_seq_len)
 
     def train_loader() -> DataLoader:
@@ -151,6 +159,7 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     # The evaluators score the best epoch's weights: keep a CPU copy of them while a later epoch may follow.
     keep_best_weights = bool(spec.evaluators) and math.ceil(cfg.epochs) > 1
     best_weights: dict[str, torch.Tensor] | None = None
+    after: forgetting.Scores | None = None  # the forgetting measure on the best epoch's weights
     bar = _progress_bar(show_progress, total_steps, f"{spec.method} {spec.task}")
     with bar as progress:
         for epoch in range(math.ceil(cfg.epochs)):
@@ -202,6 +211,13 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
             # Ties keep the earlier epoch.
             if kept is None or info.is_better(score, kept):
                 best = (epoch + 1, metrics, predictions)
+                if probe is not None:  # measured on each new best, so the scored epoch's weights have it
+                    t0 = time.perf_counter()
+                    after = probe.run(model)
+                    metrics["forgetting"] = forgetting.drop(
+                        probe.measure, probe.before_value, forgetting.ability(probe.measure, after)
+                    )
+                    forgetting_seconds += time.perf_counter() - t0
                 if keep_best_weights:
                     best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -220,17 +236,37 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
         eval_seconds += time.perf_counter() - t0
 
     # -- result ------------------------------------------------------------------------------------------
+    if probe is not None and after is not None:
+        record.update(forgetting_record(probe, after))
     record.update(
         best_epoch=best[0],
         best={k: v for k, v in best[1].items() if k != "epoch"},
         predictions=best[2],
         epochs=epochs,
         train_seconds=train_seconds,
-        eval_seconds=eval_seconds,
+        eval_seconds=eval_seconds + forgetting_seconds,
         tokens_per_second=tokens / train_seconds if train_seconds > 0 else 0.0,
     )
     record["peak_memory_bytes"], record["peak_reserved_bytes"] = _peak_memory(device)
     return TrialResult(**record, status="ok")
+
+
+def forgetting_record(probe: forgetting.Probe, after: forgetting.Scores) -> dict[str, Any]:
+    """The result fields of a trial's forgetting: the measure, its value before and after, and per item."""
+    before = probe.before
+    value_after = forgetting.ability(probe.measure, after)
+    items = [
+        ForgettingItem(item=i, before=float(b), after=float(a), weight=float(w),
+                       gold=None if before.gold is None else float(before.gold[i]))
+        for i, (b, a, w) in enumerate(zip(before.values, after.values, before.weights, strict=True))
+    ]  # fmt: skip
+    return {
+        "forgetting_measure": probe.measure.name,
+        "forgetting_before": probe.before_value,
+        "forgetting_after": value_after,
+        "forgetting": forgetting.drop(probe.measure, probe.before_value, value_after),
+        "forgetting_items": items,
+    }
 
 
 def _reset_peak_memory(device: torch.device) -> None:

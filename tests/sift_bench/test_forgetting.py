@@ -109,7 +109,7 @@ def test_lm_measure_on_a_causal_lm_and_the_before_value_is_cached(
     assert why is None and probe.measure.name == "lm_loss"
     assert probe.before.weights.sum() >= 20_000  # the sample holds at least 20k scored tokens
     assert abs(probe.before_value - np.log(128)) < 1.0  # a random 128-word LM: about log(128) nats
-    assert len(list(private_cache.glob("*.json"))) == 1
+    assert len(list((private_cache / "forgetting").glob("*.json"))) == 1
     calls: list[int] = []
     original = F.lm_scores
     monkeypatch.setattr(F, "lm_scores", lambda *a: calls.append(1) or original(*a))
