@@ -121,7 +121,8 @@ def test_toy_extensions_run_end_to_end(tmp_path: Path, toys: None) -> None:
         "toys.yaml",
     )  # fmt: skip
     with open(os.devnull, "w") as devnull:
-        summary = run_suite(suite, tmp_path, serial=True, console=Console(file=devnull))
+        # In this process: the toys are registered here, not in a module a trial's own process would import.
+        summary = run_suite(suite, tmp_path, serial=True, isolate=False, console=Console(file=devnull))
     assert summary.ok == 2 and summary.failed == 0
     assert ToyProbe.preflights == ["toy_probe"]  # the driver asked the evaluator itself, once
     trials = load_run(tmp_path).trials
