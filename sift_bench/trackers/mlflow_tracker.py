@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import mlflow
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.entities import Run as MlflowRun
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from sift_bench.trackers.records import TrialRecord, param_text
 
@@ -36,11 +36,15 @@ class MlflowTracker:
             parent = self._parent(experiment, suite, trials)
             for r in trials:
                 self._trial(experiment, parent, r)
-            self.client.set_terminated(parent, "FINISHED")
+            end = max((r.finished_ms for r in trials if r.finished_ms), default=None)
+            self.client.set_terminated(parent, "FINISHED", end_time=end)
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
-        return found.experiment_id if found is not None else self.client.create_experiment(name)
+        if found is not None:
+            return found.experiment_id
+        # The UI opens a training experiment on its runs and charts (else on the GenAI traces view).
+        return self.client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
 
     def _find(self, experiment: str, where: str) -> list[MlflowRun]:
         return list(self.client.search_runs([experiment], where, ViewType.ACTIVE_ONLY, max_results=100))
@@ -52,7 +56,8 @@ class MlflowTracker:
             run_id = found[0].info.run_id
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             return run_id
-        return self.client.create_run(experiment, tags=tags, run_name=suite).info.run_id
+        start = min((r.started_ms for r in trials if r.started_ms), default=None)
+        return self.client.create_run(experiment, start_time=start, tags=tags, run_name=suite).info.run_id
 
     def _trial(self, experiment: str, parent: str, r: TrialRecord) -> None:
         params = {k: param_text(v) for k, v in r.params.items()}
@@ -72,7 +77,8 @@ class MlflowTracker:
                 metrics=[Metric(k, v, ts, step) for k, step, v in metrics],
                 params=[Param(k, v) for k, v in params.items()],
             )
-        tags = {k: v[:MAX_TAG] for k, v in r.tags.items()} | {KIND: "trial", MLFLOW_PARENT_RUN_ID: parent}
+        tags = {k: v[:MAX_TAG] for k, v in r.tags.items()}
+        tags |= {KIND: "trial", MLFLOW_PARENT_RUN_ID: parent, MLFLOW_RUN_NAME: r.name}
         if r.error:
             tags[MLFLOW_RUN_NOTE] = r.error[:MAX_TAG]  # the run page's description shows it
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])

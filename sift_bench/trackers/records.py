@@ -27,9 +27,9 @@ from typing import Any
 import pandas as pd
 
 from sift_bench.errors import SiftBenchError
-from sift_bench.progress import describe
 from sift_bench.results import read_evals, read_manifest, read_trials
 from sift_bench.schema import row_spec
+from sift_bench.spec import TrialSpec
 
 FINAL_PREFIX = "final/"
 Param = str | int | float | bool | None
@@ -39,7 +39,7 @@ Param = str | int | float | bool | None
 class TrialRecord:
     suite: str
     trial_id: str
-    name: str  # a run name people can read: model, task, method, budget, seed
+    name: str  # a run name people can read: method, budget, grid point, model, task, seed
     params: dict[str, Param]
     tags: dict[str, str]
     epochs: dict[int, dict[str, float]]  # epoch (1-based) -> metric -> value, as in evals.parquet
@@ -80,6 +80,13 @@ def param_text(value: Param) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def run_name(spec: TrialSpec) -> str:
+    """Method first: tracker UIs cut long run names at the right."""
+    budget = f" {spec.budget}" if spec.budget is not None else ""
+    grid = " " + ",".join(f"{k}={v}" for k, v in spec.grid.items()) if spec.grid else ""
+    return f"{spec.label}{budget}{grid} · {spec.model} {spec.task} seed={spec.seed}"
 
 
 def _ms(iso: str | None) -> int | None:
@@ -137,7 +144,7 @@ def record(row: dict[str, Any], evals: Iterable[dict[str, Any]], manifest: dict[
     return TrialRecord(
         suite=tags["suite"],
         trial_id=tags["trial_id"],
-        name=describe(spec),
+        name=run_name(spec),
         params=params,
         tags=tags,
         epochs=dict(sorted(epochs.items())),

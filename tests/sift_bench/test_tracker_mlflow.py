@@ -101,3 +101,23 @@ def test_an_unusable_tracking_uri_costs_no_result(tmp_path: Path) -> None:
     warnings: list[str] = []
     folder = make_results(tmp_path / "tracked", on_recorded=LiveTracking("mlflow=nosuchscheme://x", warnings.append))
     assert len(read_trials(folder)) == 4 and len(warnings) == 1 and "nosuchscheme" in warnings[0]
+
+
+@pytest.mark.slow
+def test_run_track_mlflow_logs_a_real_suite_live(tmp_path: Path, uri: str) -> None:
+    """`sift-bench run SUITE --serial --track mlflow=URI` on a tiny random BERT: the runs appear with the
+    run's own values, and `export` afterwards finds them (same run ids)."""
+    from test_orchestrate import tiny_suite
+    from typer.testing import CliRunner
+
+    from sift_bench.cli import app
+
+    suite = tiny_suite(tmp_path, "tracked", {"full": {}, "classifier_only": {}}, seeds=[0])
+    folder = tmp_path / "results"
+    res = CliRunner().invoke(app, ["run", str(suite), "--serial", "--results", str(folder), "--track", f"mlflow={uri}"])
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
+    live = assert_runs_hold(folder, uri)
+    assert len(live) == 2
+    res = CliRunner().invoke(app, ["export", str(folder), "--to", "mlflow", "--uri", uri])
+    assert res.exit_code == 0 and "Exported 2 trial(s)" in res.output, res.output
+    assert assert_runs_hold(folder, uri) == live
