@@ -120,8 +120,9 @@ class LiveTracking:
             self.logged += 1
         except Exception as e:  # never let the tracker cost a trial: the results are already written
             self.failed = first_line(e)
+            where = f" {self.info.option} {self.where}" if self.where else ""
             self.warn(
                 f"{self.info.name} tracking stopped after {self.logged} trial(s): {self.failed}. The results "
                 f"in {results_dir} are complete; send them later with "
-                f"`sift-bench export {results_dir} --to {self.info.name}`."
+                f"`sift-bench export {results_dir} --to {self.info.name}{where}`."
             )

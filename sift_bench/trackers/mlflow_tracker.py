@@ -9,6 +9,7 @@ Tags (status, git commit) are refreshed every time.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import mlflow
@@ -24,6 +25,10 @@ MAX_TAG = 5000  # MLflow's limit on a tag value is 8000 characters; error texts 
 
 class MlflowTracker:
     def __init__(self, where: str | None, project: str | None) -> None:
+        # MLflow retries a failed request 7 times with growing pauses: about 4 minutes against a server that
+        # is down, all of it holding the driver. A few seconds say as much; the user's own settings win.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         self.client = mlflow.MlflowClient(tracking_uri=where)
         self.project = project
 

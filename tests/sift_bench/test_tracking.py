@@ -133,3 +133,25 @@ def test_params_are_the_flattened_spec() -> None:
     assert flatten(spec) == {"method_options.rank": 8, "method_options.targets": '["query", "value"]',
                              "train.max_steps": None}  # fmt: skip
     assert [param_text(v) for v in (None, True, 0.0003, "fp32")] == ["null", "true", "0.0003", "fp32"]
+
+
+def test_tracker_libraries_stay_at_the_edge() -> None:
+    """The driver knows only its callback; tracker libraries are imported by their tracker module alone, and
+    the trackers read results but never reach up into the driver or the CLI."""
+    import ast
+
+    pkg = Path(trackers.__file__).parents[1]
+
+    def imported(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        names = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        return names | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+    libraries = ("mlflow", "tensorboard", "torch.utils.tensorboard", "wandb")
+    for path in pkg.rglob("*.py"):
+        found = {m for m in imported(path) if m.split(".")[0] in {"mlflow", "wandb", "tensorboard"} or m in libraries}
+        owner = {"mlflow_tracker.py": "mlflow", "tensorboard_tracker.py": "tensorboard", "wandb_tracker.py": "wandb"}
+        assert all(owner.get(path.name, "-") in m for m in found), (path, found)
+    assert not {m for m in imported(pkg / "driver.py") if m.startswith("sift_bench.trackers")}
+    for path in (pkg / "trackers").glob("*.py"):
+        assert not {m for m in imported(path) if m.startswith(("sift_bench.driver", "sift_bench.cli"))}, path
