@@ -64,8 +64,8 @@ def preflight(suite: Suite) -> None:
         check_sandbox()
 
 
-# Called with the results folder and each result once it is written (e.g. `trackers.LiveTracking`). It runs
-# in the driver, after the write, so workers never see it and the result is safe whatever it does.
+# Called with the results folder and each result once it is written and shown (`trackers.LiveTracking`). It
+# runs in the driver, so workers never see it; it must not raise (LiveTracking turns its failures into a warning).
 OnRecorded = Callable[[Path, TrialResult], None]
 
 
@@ -87,8 +87,6 @@ class _Recorder:
 
     def finished(self, spec: TrialSpec, result: TrialResult, trial_seconds: float) -> None:
         self.store.add(result)
-        if self.on_recorded is not None:
-            self.on_recorded(self.store.root, result)
         s = self.summary
         s.ran += 1
         s.trial_seconds += trial_seconds
@@ -99,6 +97,8 @@ class _Recorder:
             s.failed_ids.append(spec.trial_id)
         elapsed = time.perf_counter() - self.started_at.get(spec.trial_id, time.perf_counter())
         self.view.finish(spec, result, elapsed)
+        if self.on_recorded is not None:
+            self.on_recorded(self.store.root, result)
 
 
 def make_scheduler(
