@@ -1,7 +1,8 @@
 """TensorBoard: `<dir>/<suite>/<trial_id>/`, one event file per trial, rewritten whole on each export.
 
-Scalars are written as float64 tensors (`double_precision`), so they read back exactly as the Parquet
-values; the params and the trial's tags go to the HParams dashboard, the tags and any error also as text.
+Scalars are TensorBoard's usual float32 ones: they read back as the Parquet values rounded to float32. (A
+float64 tensor would keep every digit, but TensorBoard 2.21's default fast loader shows none of those.)
+The params and the trial's tags go to the HParams dashboard, the tags and any error also as text.
 A trial's folder is written next to the old one and swapped in, so TensorBoard never reads half a trial.
 """
 
@@ -46,10 +47,10 @@ def _events(folder: Path, r: TrialRecord) -> None:
     try:
         for epoch, metrics in r.epochs.items():
             for name, value in metrics.items():
-                writer.add_scalar(name, value, epoch, walltime=wall, new_style=True, double_precision=True)
+                writer.add_scalar(name, value, epoch, walltime=wall)
         final = r.final_metrics()
         for name, value in final.items():
-            writer.add_scalar(name, value, r.final_epoch, walltime=wall, new_style=True, double_precision=True)
+            writer.add_scalar(name, value, r.final_epoch, walltime=wall)
         # HParams takes bools, numbers and strings: null and lists become text.
         hp = {k: v if isinstance(v, bool | int | float | str) else param_text(v) for k, v in r.params.items()}
         hp |= {"status": r.status, "trial_id": r.trial_id}

@@ -1,12 +1,13 @@
 """TensorBoard (the `tensorboard` extra): event files read back with TensorBoard's own EventAccumulator hold
-the Parquet values exactly (float64), the params as HParams, the tags and errors as text; re-exporting
-rewrites each trial's folder in place; live logging gives the same folders."""
+the Parquet values (as float32 scalars, TensorBoard's type), the params as HParams, the tags and errors as
+text; re-exporting rewrites each trial's folder in place; live logging gives the same folders."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tensorboard")
@@ -22,19 +23,22 @@ from sift_bench.trackers.records import load_records, param_text
 
 def read_back(folder: Path) -> dict[str, Any]:
     """One trial folder as TensorBoard reads it: scalars, hparams, text."""
-    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0, "scalars": 0})
     acc.Reload()
-    tags = acc.Tags()["tensors"]
     text = {t.split("/")[0]: tensor_util.make_ndarray(acc.Tensors(t)[0].tensor_proto).item().decode()
-            for t in tags if t.endswith("/text_summary")}  # fmt: skip
-    scalars = {t: [(e.step, tensor_util.make_ndarray(e.tensor_proto).item()) for e in acc.Tensors(t)]
-               for t in tags if not t.endswith("/text_summary")}  # fmt: skip
+            for t in acc.Tags()["tensors"] if t.endswith("/text_summary")}  # fmt: skip
+    scalars = {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
     content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     start = plugin_data_pb2.HParamsPluginData.FromString(content)
     hparams = {k: v.string_value if v.HasField("string_value") else v.number_value if v.HasField("number_value")
                else v.bool_value for k, v in start.session_start_info.hparams.items()}  # fmt: skip
     table = dict(line.strip("| ").split(" | ") for line in text["tags"].splitlines()[2:])
     return {"scalars": scalars, "hparams": hparams, "tags": table, "text": text}
+
+
+def f32(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """TensorBoard's scalars are float32: the Parquet value rounded so, exactly."""
+    return [(step, float(np.float32(v))) for step, v in points]
 
 
 def assert_folders_hold(results: Path, logdir: Path) -> None:
@@ -45,8 +49,9 @@ def assert_folders_hold(results: Path, logdir: Path) -> None:
     for tid, row in rows.items():
         assert len(list((suite / tid).iterdir())) == 1  # one event file: rewritten, not appended to
         got = read_back(suite / tid)
-        finals = {k: [(row["best_epoch"], v)] for k, v in final_metrics(row).items()}
-        assert got["scalars"] == curves[tid] | finals  # exact float64, held-out metrics included
+        want = {k: f32(v) for k, v in curves[tid].items()}  # held-out metrics included
+        want |= {k: f32([(row["best_epoch"], v)]) for k, v in final_metrics(row).items()}
+        assert got["scalars"] == want
         assert got["tags"] == {k: v for k, v in records[tid].tags.items() if k != "error"}
         assert {k: got["tags"][k] for k in expected_tags(row)} == expected_tags(row)
         for key, value in records[tid].params.items():
