@@ -99,10 +99,7 @@ def _ms(iso: str | None) -> int | None:
 
 
 def _number(value: Any) -> float | None:
-    """A float for a present, finite-or-not number; None for a missing one (null or pandas' NaN for null)."""
-    if value is None:
-        return None
-    return float(value)
+    return None if value is None else float(value)
 
 
 def _int(value: Any) -> int | None:
