@@ -1,6 +1,7 @@
 """Measured peak memory of real trials next to the memory model's estimate for the same trials.
 
-    python benchmarks/bench_memory_model.py results/baselines/quickstart --out benchmarks/results/bench_memory_model.json
+    python benchmarks/bench_memory_model.py results/baselines/quickstart \
+        --out benchmarks/results/bench_memory_model.json
 
 Reads the trials of a results folder (each measured in a process of its own: `isolated` must be true) and,
 for every trial of full fine-tuning, LoRA, SIFT and classifier-only, puts its measured peak next to what
@@ -56,8 +57,10 @@ def estimate(row: dict) -> dict[str, float]:
     spec = TrialSpec.model_validate_json(row["spec"])
     model = load_model_with_head(spec.model, load_task(spec.task)).model
     # On CPU torch keeps dropout's scaled noise in the activation dtype, so a mask costs 4 bytes in fp32.
-    setup = MemorySetup(param_bytes=4, grad_bytes=4, moment_bytes=4, activation_bytes=4, lora_bytes=4,
-                        dropout_mask_bytes=4, seq_len=spec.train.max_seq_len, batch_size=spec.train.batch_size)  # fmt: skip
+    setup = MemorySetup(
+        param_bytes=4, grad_bytes=4, moment_bytes=4, activation_bytes=4, lora_bytes=4, dropout_mask_bytes=4,
+        seq_len=spec.train.max_seq_len, batch_size=spec.train.batch_size,
+    )  # fmt: skip
     opts = REGISTRY.get(spec.method).parse_options(spec.method_options)
     if spec.method == "classifier_only":
         # Nothing below the head requires a gradient, so autograd keeps no encoder activations; the head's

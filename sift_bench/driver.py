@@ -11,6 +11,7 @@ killed driver loses at most the trials in flight and the next run skips every tr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,11 +67,18 @@ def preflight(suite: Suite) -> None:
             evaluator.preflight(evaluator.parse_options(raw))
 
 
+# Called with the results folder and each result once it is written and shown (`trackers.LiveTracking`). It
+# runs in the driver, so workers never see it; it must not raise (LiveTracking turns its failures into a warning).
+OnRecorded = Callable[[Path, TrialResult], None]
+
+
 class _Recorder:
     """The driver's side of `TrialEvents`: each result into the store, the summary and the progress view."""
 
-    def __init__(self, store: ResultStore, summary: RunSummary, view: ProgressView) -> None:
-        self.store, self.summary, self.view = store, summary, view
+    def __init__(
+        self, store: ResultStore, summary: RunSummary, view: ProgressView, on_recorded: OnRecorded | None = None
+    ) -> None:
+        self.store, self.summary, self.view, self.on_recorded = store, summary, view, on_recorded
         self.started_at: dict[str, float] = {}
 
     def started(self, spec: TrialSpec) -> None:
@@ -92,6 +100,8 @@ class _Recorder:
             s.failed_ids.append(spec.trial_id)
         elapsed = time.perf_counter() - self.started_at.get(spec.trial_id, time.perf_counter())
         self.view.finish(spec, result, elapsed)
+        if self.on_recorded is not None:
+            self.on_recorded(self.store.root, result)
 
 
 def make_scheduler(
@@ -124,11 +134,13 @@ def run_suite(
     run_trial: RunTrial | None = None,
     scheduler: Scheduler | None = None,
     isolate: bool = True,
+    on_recorded: OnRecorded | None = None,
 ) -> RunSummary:
     """Run every trial of `suite` not yet `ok` in `results_dir` (default `results/<suite name>`).
 
-    `scheduler` overrides the one `serial`/`address` pick. A process that drives Ray Tune may call
-    `schedulers.configure_ray_driver()` first (the CLI does) for quiet Tune output."""
+    `scheduler` overrides the one `serial`/`address` pick. `on_recorded` is called after each result is
+    written (the CLI's `--track` passes `trackers.LiveTracking`, which never raises). A process that drives
+    Ray Tune may call `schedulers.configure_ray_driver()` first (the CLI does) for quiet Tune output."""
     if max_failures < 0:
         raise SiftBenchError(f"--max-failures must be >= 0, got {max_failures}.")
     if max_concurrent is not None and max_concurrent < 1:
@@ -158,7 +170,7 @@ def run_suite(
         store.start_run(suite.name, suite.source, scheduler.name, planned=len(planned), skipped=summary.skipped)
         try:
             with ProgressView(len(todo), console) as view:
-                scheduler.run(todo, _Recorder(store, summary, view))
+                scheduler.run(todo, _Recorder(store, summary, view, on_recorded))
         finally:
             summary.wall_seconds = time.perf_counter() - t0
             overhead = summary.overhead

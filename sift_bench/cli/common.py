@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 BAD_INPUT = 2
 
@@ -39,7 +40,7 @@ def error_line(e: Exception) -> str:
 def fail(message: str, exit_code: int = BAD_INPUT) -> typer.Exit:
     """Print `error: message` in red on stderr; return the Exit to raise."""
     sys.stdout.flush()  # what the command printed so far comes first, also when stdout is a pipe
-    err_console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
+    err_console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)  # '[x]' is text
     return typer.Exit(exit_code)
 
 

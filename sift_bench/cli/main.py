@@ -6,11 +6,13 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sift_bench import __version__
 from sift_bench.cli.analyze import analyze_app
 from sift_bench.cli.common import console, err_console, fail, make_typer, user_errors
 from sift_bench.cli.evaluate import eval_app
+from sift_bench.cli.export import export
 from sift_bench.cli.pairs import pairs
 from sift_bench.defaults import MEMORY_THRESHOLD, TIME_THRESHOLD, TOLERANCE
 
@@ -108,6 +110,10 @@ def trial(
 # ---- suites: plan, run, and Ray Jobs (sift_bench.driver / schedulers / jobs) -----------------------------
 
 
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(
     suite: Annotated[str, typer.Argument(help="Suite YAML, e.g. suites/quickstart.yaml.")],
@@ -124,20 +130,26 @@ def run(
             "later trials' memory figures then include what earlier ones left behind."
         ),
     ] = True,
+    track: Annotated[
+        str | None, typer.Option(help="Also log each trial to mlflow[=URI], tensorboard[=DIR] or wandb[=DIR].")
+    ] = None,
 ) -> None:
     """Run a suite's trials (skipping those already ok in the results folder) and write Parquet tables.
     Exit 1: some trial failed (its row says why; rerun the same command to retry it)."""
     from sift_bench.driver import run_suite
     from sift_bench.schedulers import configure_ray_driver
     from sift_bench.suite import load_suite
+    from sift_bench.trackers import LiveTracking
 
     with user_errors():
         loaded = load_suite(suite)
+        tracking = LiveTracking(track, warn=_warn) if track else None
         if not serial:
             configure_ray_driver()
         try:
             summary = run_suite(loaded, results, serial=serial, address=address, max_failures=max_failures,
-                                max_concurrent=max_concurrent, console=console, isolate=isolate)  # fmt: skip
+                                max_concurrent=max_concurrent, console=console, isolate=isolate,
+                                on_recorded=tracking)  # fmt: skip
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/yellow]: finished trials are saved; rerun the command to resume.")
             raise typer.Exit(130) from None
@@ -309,3 +321,4 @@ def dashboard(
 
 # `pairs` (A vs B at every budget, bootstrap intervals) lives in cli/pairs.py; listed after the reports.
 app.command()(pairs)
+app.command()(export)  # cli/export.py: results into MLflow, TensorBoard or W&B
