@@ -103,6 +103,8 @@ EMBEDDED_SHA256 = {
     ("RTE", "dev"): "80230dfa1347282e7b532b06a1004a76a710087541189bf874223ddf0e3819fb",
     ("SST-2", "train"): "ff2a277b0ea2b260df5842ab0c027c2b82fdc1dffacb8da0ca3f30781eb90564",  # first 4000 rows
     ("SST-2", "dev"): "54a9c12c77e402fc14d6a66a506f24d999f596b0176eb777c972cccc2f9cc4b0",
+    # Shipped for the zero-shot STS-B forgetting measure (sift_bench.forgetting); its train split is not.
+    ("STS-B", "dev"): "fe7dc0632a5033562f3cadff991f6e8d9b9b6311861660e78c3c82eb7db67f59",
 }
 EMBEDDED_LINES = {("SST-2", "train"): 4001}  # the header and the first 4000 rows; the rest are whole files
 
@@ -191,16 +193,24 @@ def _fake_hub(glue_dir: Path, calls: list):
     return load_dataset
 
 
-@pytest.mark.parametrize("name", ["cola", "stsb"])
-def test_hub_fallback_when_no_local_file(glue_dir: Path, tmp_path: Path, monkeypatch, name: str):
+@pytest.mark.parametrize(("name", "split"), [("cola", "dev"), ("stsb", "train")])
+def test_hub_fallback_when_no_local_file(glue_dir: Path, tmp_path: Path, monkeypatch, name: str, split: str):
     import datasets
 
     monkeypatch.delenv("SIFT_BENCH_DATA", raising=False)
     calls: list = []
     monkeypatch.setattr(datasets, "load_dataset", _fake_hub(glue_dir, calls))
-    rows = TASKS.get(name).load(str(tmp_path), "dev", 10)  # empty folder, not embedded: goes to the hub
-    assert calls == [("nyu-mll/glue", name, "validation")]
-    assert rows == TASKS.get(name).load(str(glue_dir), "dev", 10)
+    rows = TASKS.get(name).load(str(tmp_path), split, 10)  # empty folder, not embedded: goes to the hub
+    assert calls == [("nyu-mll/glue", name, split.replace("dev", "validation"))]
+    assert rows == TASKS.get(name).load(str(glue_dir), split, 10)
+
+
+def test_embedded_stsb_dev_is_used_without_a_data_dir(glue_dir: Path, monkeypatch):
+    monkeypatch.delenv("SIFT_BENCH_DATA", raising=False)
+    digest = hashlib.sha256((EMBEDDED / "STS-B" / "dev.tsv").read_bytes()).hexdigest()
+    assert digest == EMBEDDED_SHA256["STS-B", "dev"]
+    rows = TASKS.get("stsb").load(None, "dev")
+    assert len(rows) == 1500 and rows[:300] == TASKS.get("stsb").load(str(glue_dir), "dev")
 
 
 def test_no_data_anywhere_is_a_clear_error(tmp_path: Path, monkeypatch):
