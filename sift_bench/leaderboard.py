@@ -267,8 +267,9 @@ def build(
                                                          confidence=confidence)  # fmt: skip
         board.notes += notes
         board.forgetting_legend = (
-            f"On forgetting, {BEST} the lowest per task and budget, {SAME} not distinguishable from it: the same "
-            f"test with a paired bootstrap over the items of the forgetting sample, pooled over seeds."
+            f"On forgetting, {BEST} the lowest per task and budget, {SAME} not distinguishable from it: the "
+            f"{confidence:.0%} interval of the difference, a paired bootstrap over the items of the forgetting "
+            f"sample pooled over seeds ({n_resamples} resamples), contains 0."
         )
     elif board.forgetting_tasks:
         board.forgetting_legend = "No per-item forgetting (forgetting.parquet): no marks on forgetting."

@@ -125,7 +125,7 @@ class PairReport:
         if self.pairs and all(p.metric == FORGETTING for p in self.pairs):
             found = sorted({p.a.forgetting_measure for p in self.pairs if p.a.forgetting_measure})
             units = "forgetting, lower is better: " + ", ".join(f"{m} in {UNITS.get(m, '?')}" for m in found)
-            items = "the forgetting sample's items"
+            items = "items of the forgetting sample"
         return [
             f"{self.a} − {self.b}: mean over seeds of {self.a}'s chosen config minus {self.b}'s, on the {items} "
             f"both have ({units}); {self.confidence:.0%} interval of a paired bootstrap over {items} pooled "
