@@ -214,3 +214,28 @@ def test_compare_gates_on_forgetting(tmp_path: Path) -> None:
     args = ["compare", str(base), str(new), "--metric", "forgetting", "--tolerance", "0.02", "--format", "md"]
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 1 and "forgetting +0.50 beyond the noise band ±0.02" in out.output
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The dashboard.
+
+
+def test_dashboard_learned_vs_forgot_panel_with_its_pareto_front(run: Path, tmp_path: Path) -> None:
+    from sift_bench.aggregate import aggregate
+    from sift_bench.dashboard import build_dashboard, cell_frame, learned_vs_forgot
+    from sift_bench.results import load_run
+
+    cfg = cell_frame(aggregate(load_run(run).trials))
+    (fig,) = learned_vs_forgot(cfg, {m: "#000" for m in cfg["method"]})
+    traces = {t.name: t for t in fig.data}
+    assert set(traces) == {"sift", "full", "lora", "classifier_only", "random", "Pareto front"}  # adapter: unmeasured
+    assert list(traces["sift"].x) == [85.0] and traces["sift"].y[0] == pytest.approx(
+        np.mean(forgetting_of(run, "sift"))
+    )
+    # Scores 60 / 70 / 85 / 90 forgetting 0 / ~0 / 0.2 / 1.2 are the front; lora (84, the same 0.2 as sift) is not.
+    assert list(traces["Pareto front"].x) == [60.0, 70.0, 85.0, 90.0]
+    assert "lm_loss, nats/token" in fig.layout.yaxis.title.text
+    page = build_dashboard([run])
+    assert 'id="learned-vs-forgot"' in page and 'id="forgot-0"' in page and "sst2 forgetting (nats/token)" in page
+    plain = write_run(tmp_path / "plain", [trial("sift", s, 0.8, None) for s in (0, 1)])
+    assert "learned-vs-forgot" not in build_dashboard([plain])  # only when some trial measured forgetting
