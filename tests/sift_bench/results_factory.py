@@ -68,7 +68,9 @@ def forgot(
     b = F.ability(m, F.Scores(np.asarray(before, dtype=np.float64), w, g))
     a = F.ability(m, F.Scores(np.asarray(after, dtype=np.float64), w, g))
     items = [
-        ForgettingItem(item=i, before=float(x), after=float(y), weight=float(w[i]), gold=None if g is None else g[i])
+        ForgettingItem(
+            item=i, before=float(x), after=float(y), weight=float(w[i]), gold=None if g is None else float(g[i])
+        )
         for i, (x, y) in enumerate(zip(before, after, strict=True))
     ]
     return {"forgetting_measure": measure, "forgetting_before": b, "forgetting_after": a,
