@@ -4,8 +4,9 @@ dashboard's plots, and the seed statistics `compare` judges changes by.
 From finished trials (status ok, with a primary score), per (model, task, variant, budget): each config
 (`config_key`: one grid point, every seed) gets a selection score, the mean over its seeds of the selection
 metric; the config with the best mean is chosen, and its dev scores' mean and sample standard deviation over
-seeds make one `Cell`. Picking the best grid point per seed instead would mix grid points across seeds and
-report the luckiest of each, which is biased upwards.
+seeds make one `Cell`, with the same seeds' forgetting (`sift_bench.forgetting`; it plays no part in the
+choice). Picking the best grid point per seed instead would mix grid points across seeds and report the
+luckiest of each, which is biased upwards.
 
 The selection metric is dev `<primary>` unless the trials held out part of the training set
 (`train.heldout_fraction` > 0, a suite's `selection: heldout`): then it is `heldout_<primary>`, so the
@@ -66,6 +67,9 @@ class Cell:
     n_configs: int = 1  # configs (grid points) the choice was made among
     heldout_fraction: float = 0.0  # share of the training set held out, with selection "heldout"
     selection_score: float | None = None  # the chosen config's mean selection metric (raw units)
+    # The chosen config's forgetting over its seeds (never used to choose), and its measure (None: not measured).
+    forgetting: SeedStats = SeedStats(None, None, 0)
+    forgetting_measure: str | None = None
 
     def display(self) -> tuple[float, float]:
         """(mean, std) in display units: points for percent metrics."""
@@ -144,6 +148,7 @@ def _cell(key: tuple[Any, ...], configs: dict[str, list[dict[str, Any]]]) -> Cel
 
     m, t, v, b = key
     stats = seed_stats(r[metric_column(metric)] for r in best_rows)
+    forgot = [r for r in best_rows if _measured(r.get("forgetting"))]
     return Cell(
         model=m, task=t, variant=v, method=best_rows[0]["method"], budget=b, metric=metric,
         mean=stats.mean, std=stats.std or 0.0, n=stats.n,
@@ -153,6 +158,8 @@ def _cell(key: tuple[Any, ...], configs: dict[str, list[dict[str, Any]]]) -> Cel
         chosen=_grid(best_rows[0]), selection="heldout" if heldout else "dev",
         trial_ids=tuple(r["trial_id"] for r in best_rows), n_configs=len(configs),
         heldout_fraction=fraction if heldout else 0.0, selection_score=best_mean,
+        forgetting=seed_stats(r["forgetting"] for r in forgot),
+        forgetting_measure=forgot[0].get("forgetting_measure") if forgot else None,
     )  # fmt: skip
 
 

@@ -34,7 +34,10 @@ side of 0, floored by `tolerance`:
     band = max(tolerance, high - delta if delta < 0 else delta - low)
 
 so |delta| > band exactly when the interval excludes 0 and the change exceeds `tolerance`: the same rule as
-above, with the bootstrap's spread in place of the seeds'. Each change records which band it used.
+above, with the bootstrap's spread in place of the seeds'. Each change records which band it used. Gating on
+`forgetting` (lower is better: more forgetting beyond the band regresses) bootstraps over the items of the
+forgetting sample instead (forgetting.parquet, `sift_bench.forgetting_bootstrap`); `tolerance` is then in
+the measure's units (points, or nats/token, where the default of 1 is wide: pass e.g. `--tolerance 0.02`).
 
 A cell also regresses when a seed that finished in the baseline failed in the new run at the same grid
 point ("newly failed"), when such a seed is absent from the new run or the whole cell is ("missing"), or
@@ -68,9 +71,11 @@ from sift_bench.compare_report import (
 )
 from sift_bench.defaults import MEMORY_THRESHOLD, TIME_THRESHOLD, TOLERANCE
 from sift_bench.errors import SiftBenchError
+from sift_bench.forgetting_bootstrap import METRIC as FORGETTING
+from sift_bench.forgetting_bootstrap import TrialForgetting, forgetting_bootstrap
 from sift_bench.metrics import metric_info
 from sift_bench.registry import did_you_mean
-from sift_bench.results import RunTables, load_run, read_predictions
+from sift_bench.results import RunTables, load_run, read_forgetting, read_predictions
 from sift_bench.schema import metric_column, metric_names
 from sift_bench.significance import BootstrapResult, TrialPredictions, paired_bootstrap
 from sift_bench.spec import Budget
@@ -139,6 +144,7 @@ class _Rules:
     time_threshold: float
     memory_threshold: float
     predictions: tuple[TrialPredictions, TrialPredictions]
+    forgetting: tuple[TrialForgetting, TrialForgetting]
 
 
 def compare_runs(
@@ -151,13 +157,15 @@ def compare_runs(
     allow_different_suites: bool = False,
     metric: str | None = None,
     predictions: tuple[TrialPredictions, TrialPredictions] | None = None,
+    forgetting: tuple[TrialForgetting, TrialForgetting] | None = None,
 ) -> Comparison:
     """Pair the cells of two runs and judge each at its chosen configs; see the module docstring.
 
     `metric` gates on that metric instead of each trial's primary one (e.g. `eval_loss`, which moves with
     every change to training even where a small run's accuracy sits at the majority class); configs are
     still chosen by the primary metric, as the leaderboard chooses them.
-    `predictions` (baseline's, new's): read from the two folders when not given.
+    `predictions` and `forgetting` (baseline's, new's per-example and per-item rows): read from the two
+    folders when not given.
     """
     if baseline.suite != new.suite and not allow_different_suites:
         raise SiftBenchError(
@@ -171,9 +179,12 @@ def compare_runs(
         raise SiftBenchError(f"--metric {metric!r} is not in the tables.{did_you_mean(metric, known)} Known: {known}.")
     if predictions is None:
         predictions = (TrialPredictions(read_predictions(baseline.path)), TrialPredictions(read_predictions(new.path)))
+    if forgetting is None:
+        forgetting = (TrialForgetting(read_forgetting(baseline.path)), TrialForgetting(read_forgetting(new.path)))
     rules = _Rules(
-        [m for m in known if m not in NOT_METRICS], metric, tolerance, time_threshold, memory_threshold, predictions
-    )
+        [m for m in known if m not in NOT_METRICS], metric, tolerance, time_threshold, memory_threshold, predictions,
+        forgetting,
+    )  # fmt: skip
     judged = [_compare_cell(b, n, note, rules) for b, n, note in pair_sides(sides(baseline.trials), sides(new.trials))]
     judged.sort(key=lambda pair: pair[0])
     return Comparison(
@@ -289,7 +300,7 @@ def _judge_metrics(
         col = metric_column(name)
         bv = pd.to_numeric(b_sel[col], errors="coerce").tolist() if col in b_sel else []
         nv = pd.to_numeric(n_sel[col], errors="coerce").tolist() if col in n_sel else []
-        boot, note = _bootstrap(task, name, b_sel, n_sel, rules.predictions) if name == primary else (None, None)
+        boot, note = _bootstrap(task, name, b_sel, n_sel, rules) if name == primary else (None, None)
         change = judge(name, bv, nv, primary=name == primary, tolerance=rules.tolerance, bootstrap=boot)
         change.band_note = note
         if change.base_n or change.new_n:
@@ -301,11 +312,20 @@ def _judge_metrics(
 
 
 def _bootstrap(
-    task: str, metric: str, b_sel: pd.DataFrame, n_sel: pd.DataFrame, preds: tuple[TrialPredictions, TrialPredictions]
+    task: str, metric: str, b_sel: pd.DataFrame, n_sel: pd.DataFrame, rules: _Rules
 ) -> tuple[BootstrapResult | None, str | None]:
-    """new - base over the shared dev examples when every seed of both chosen configs has predictions."""
-    base_sets = preds[0].for_trials(task, metric, b_sel["trial_id"])
-    new_sets = preds[1].for_trials(task, metric, n_sel["trial_id"])
+    """new - base over the shared dev examples when every seed of both chosen configs has predictions; for
+    forgetting, over the shared items of the forgetting sample when every seed has per-item values."""
+    if metric == FORGETTING:
+        base_items, new_items = (rules.forgetting[i].for_trials(s["trial_id"]) for i, s in ((0, b_sel), (1, n_sel)))
+        if base_items is None or new_items is None:
+            return None, None
+        try:
+            return forgetting_bootstrap(new_items, base_items, task=task), None
+        except SiftBenchError as e:
+            return None, f"bootstrap not used: {e}"
+    base_sets = rules.predictions[0].for_trials(task, metric, b_sel["trial_id"])
+    new_sets = rules.predictions[1].for_trials(task, metric, n_sel["trial_id"])
     if base_sets is None or new_sets is None:
         return None, None
     try:

@@ -1,4 +1,5 @@
-"""One self-contained HTML report of a run: leaderboard, budget curves, Pareto plots, regressions, manifest.
+"""One self-contained HTML report of a run: leaderboard, budget curves, Pareto plots, learned vs forgot (when
+trials measured forgetting), regressions, manifest.
 
 The file works offline: plotly.js is inlined once in <head> and nothing else is referenced, so it can be
 mailed, attached to CI, or opened from a laptop on a plane. With two results folders (BASELINE NEW) the
@@ -26,10 +27,11 @@ from sift_bench.aggregate import Cell, aggregate
 from sift_bench.compare import Comparison, columns, compare_runs, row_cells, row_verdict, summary_line
 from sift_bench.defaults import MEMORY_THRESHOLD, TIME_THRESHOLD, TOLERANCE
 from sift_bench.errors import SiftBenchError
+from sift_bench.forgetting_bootstrap import UNITS
 from sift_bench.leaderboard import build as build_leaderboard
 from sift_bench.leaderboard import selection_rules
 from sift_bench.metrics import MetricInfo, metric_info
-from sift_bench.results import atomic_write_text, load_run, read_predictions
+from sift_bench.results import atomic_write_text, load_run, read_forgetting, read_predictions
 from sift_bench.spec import Budget
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -55,13 +57,16 @@ pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 0.85em; }
 
 def cell_frame(cells: list[Cell]) -> pd.DataFrame:
     """The aggregated cells as a frame for the plots: `method` is the variant label, `mean`/`std` are in
-    display units (points for % metrics), `chosen` the grid point chosen ("" without a grid)."""
+    display units (points for % metrics), `chosen` the grid point chosen ("" without a grid); `forgetting`/
+    `forgetting_std` in the measure's units (NaN: not measured)."""
     cols = ["model", "task", "method", "budget", "metric", "mean", "std", "n", "params", "memory_mib", "seconds",
-            "chosen", "selection"]  # fmt: skip
+            "chosen", "selection", "forgetting", "forgetting_std", "forgetting_measure"]  # fmt: skip
     rows = [
         [c.model, c.task, c.variant, Budget.text(c.budget), c.metric, *c.display(), c.n, c.params,
          math.nan if c.memory_bytes is None else c.memory_bytes / 2**20,
-         math.nan if c.train_seconds is None else c.train_seconds, c.chosen_text(), c.selection]
+         math.nan if c.train_seconds is None else c.train_seconds, c.chosen_text(), c.selection,
+         math.nan if c.forgetting.mean is None else c.forgetting.mean, c.forgetting.std or 0.0,
+         c.forgetting_measure or ""]
         for c in cells
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
@@ -80,11 +85,15 @@ def _hover(budget: str, n: int, chosen: str) -> str:
     return f"budget {budget}, n={n}" + (f", {chosen}" if chosen else "")
 
 
-def leaderboard_html(trials: pd.DataFrame, predictions: list[dict[str, Any]] | None = None) -> str:
-    """The Table-2-style leaderboard of `sift_bench.leaderboard` (same numbers, chosen grid points and
-    significance marks as `sift-bench leaderboard`)."""
+def leaderboard_html(
+    trials: pd.DataFrame,
+    predictions: list[dict[str, Any]] | None = None,
+    forgetting: list[dict[str, Any]] | None = None,
+) -> str:
+    """The Table-2-style leaderboard of `sift_bench.leaderboard` (same numbers, chosen grid points, forgetting
+    columns and significance marks as `sift-bench leaderboard`)."""
     try:
-        board = build_leaderboard(trials, predictions=predictions)
+        board = build_leaderboard(trials, predictions=predictions, forgetting=forgetting)
     except SiftBenchError:
         return "<p>No finished trials yet.</p>"
     head = board.header()
@@ -191,6 +200,46 @@ def pareto_plots(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
     return figs
 
 
+def learned_vs_forgot(cfg: pd.DataFrame, colors: dict[str, str]) -> list[go.Figure]:
+    """Per task whose cells measured forgetting: task score (x) against forgetting (y) per method and budget,
+    error bars = std over seeds, with the Pareto front (no other cell both scores higher and forgets less)."""
+    figs = []
+    have = cfg[cfg["forgetting"].notna()]
+    for task in sorted(have["task"].unique()):
+        t = have[have["task"] == task].reset_index(drop=True)
+        metric = t["metric"].iat[0]
+        measures = sorted(set(t["forgetting_measure"]) - {""})
+        unit = ", ".join(f"{m}, {UNITS.get(m, '?')}" for m in measures)
+        fig = go.Figure()
+        for method in sorted(t["method"].unique()):
+            m = t[t["method"] == method]
+            fig.add_trace(
+                go.Scatter(
+                    x=m["mean"], y=m["forgetting"], mode="markers+text", name=method, text=m["budget"].replace("-", ""),
+                    textposition="top center", marker={"color": colors[method], "size": 10},
+                    error_x={"type": "data", "array": m["std"], "visible": True},
+                    error_y={"type": "data", "array": m["forgetting_std"], "visible": True},
+                    customdata=[_hover(b, n, ch) for b, n, ch in zip(m["budget"], m["n"], m["chosen"], strict=True)],
+                    hovertemplate="learned %{x:.2f}, forgot %{y:.3f}<br>%{customdata}<extra>" + method + "</extra>",
+                )
+            )  # fmt: skip
+        # The front: forgetting is the cost (lower is better), the score the quality; drawn in score order.
+        front = t.iloc[pareto_front(t["forgetting"], t["mean"], metric_info(metric))].sort_values("mean")
+        fig.add_trace(
+            go.Scatter(
+                x=front["mean"], y=front["forgetting"], mode="lines", name="Pareto front",
+                line={"color": "#888", "dash": "dash"}, hoverinfo="skip",
+            )
+        )  # fmt: skip
+        fig.update_layout(
+            title=f"{task}: learned ({metric}) vs forgot", height=460, margin={"t": 50, "b": 50},
+            xaxis={"title": f"{metric} (dev, higher is better)"},
+            yaxis={"title": f"forgetting ({unit}; lower is better)"}, legend_title="method",
+        )  # fmt: skip
+        figs.append(fig)
+    return figs
+
+
 def regression_html(cmp: Comparison) -> tuple[str, go.Figure | None]:
     """The compare report as a coloured table (the same cells as `sift-bench compare`: verdicts, bands,
     bootstrap intervals and notes) plus a bar chart of primary-metric changes."""
@@ -291,7 +340,8 @@ def build_dashboard(
         if fig is not None:
             figs.append(("regression-plot", fig))
             body.append('<div id="regression-plot-slot"></div>')
-    body += ['<h2 id="leaderboard-section">Leaderboard</h2>', leaderboard_html(run.trials, read_predictions(run.path))]
+    leaderboard = leaderboard_html(run.trials, read_predictions(run.path), read_forgetting(run.path))
+    body += ['<h2 id="leaderboard-section">Leaderboard</h2>', leaderboard]
     rules = " ".join(selection_rules(cells))
     body.append(
         '<h2 id="budget-curves">Budget curves</h2><p class="meta">Metric vs trainable parameters (task head '
@@ -308,6 +358,17 @@ def build_dashboard(
     for i, fig in enumerate(pareto_plots(cfg, colors)):
         figs.append((f"pareto-{i}", fig))
         body.append(f'<div id="pareto-{i}-slot"></div>')
+    forgot = learned_vs_forgot(cfg, colors)
+    if forgot:
+        body.append(
+            '<h2 id="learned-vs-forgot">Learned vs forgot</h2><p class="meta">Per method and budget, at the grid '
+            "point the score chose: the task score against the pre-trained ability lost in fine-tuning (positive = "
+            "forgot); error bars: std over seeds; dashed: the Pareto front (no other cell both scores higher and "
+            "forgets less).</p>"
+        )
+    for i, fig in enumerate(forgot):
+        figs.append((f"forgot-{i}", fig))
+        body.append(f'<div id="forgot-{i}-slot"></div>')
     body += ['<h2 id="failed-section">Failed trials</h2>', failed_html(run.trials)]
     body.append('<h2 id="manifest">Run manifest</h2>')
     for r in runs:

@@ -7,14 +7,18 @@ whatever `--budget` filter is given: they are the references.
 
 With per-example predictions (predictions.parquet), each (model, task, budget) comparison marks its best
 cell ★ and each cell a paired bootstrap over dev examples (`sift_bench.significance`) cannot tell from it ≈.
-Knob-less methods take part in every budget's comparison.
+Knob-less methods take part in every budget's comparison (`sift_bench.leaderboard_marks`).
+
+When some trial measured forgetting (`sift_bench.forgetting`), a forgetting column per task follows the
+average: mean ± std over the chosen grid point's seeds (the score chose it; forgetting never does), in the
+measure's units, "-" where not measured, marked like the scores (lowest ★) by a paired bootstrap over the
+forgetting sample's items (`sift_bench.forgetting_bootstrap`). A table without forgetting is unchanged.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +29,21 @@ from rich.table import Table
 from sift_bench.aggregate import Cell, aggregate
 from sift_bench.defaults import CONFIDENCE, N_RESAMPLES
 from sift_bench.errors import SiftBenchError
-from sift_bench.metrics import metric_info
-from sift_bench.results import atomic_write_text, load_run, read_predictions
-from sift_bench.significance import bootstrap_metric, paired_bootstrap, prediction_sets
+from sift_bench.forgetting_bootstrap import UNITS, stats_text, units
+from sift_bench.leaderboard_marks import BEST, SAME, CellKey, cell_key, forgetting_marks, significance_marks
+from sift_bench.results import atomic_write_text, load_run, read_forgetting, read_predictions
 from sift_bench.spec import Budget
 
-BEST, SAME = "★", "≈"
+__all__ = ["BEST", "SAME", "Leaderboard", "Row", "build", "cell_key", "selection_rules", "write_leaderboard"]
+
 _MAX_NOTES = 5
+_FORGETTING_CSV = ("measure", "mean", "std", "n", "mark")
+# What each forgetting measure is, for the line under the table.
+_MEASURE_TEXT = {
+    "sts_zero_shot": "sts_zero_shot = the drop of zero-shot STS-B Spearman x 100",
+    "mlm_loss": "mlm_loss = the rise of the pre-trained masked-LM head's loss on general text",
+    "lm_loss": "lm_loss = the rise of the next-token loss on general text",
+}
 
 # Rows in the paper's order: the references first, then the PEFT baselines, then SIFT.
 _METHOD_ORDER = ["full", "classifier_only", "adapter", "lora", "random", "sift"]
@@ -54,13 +66,6 @@ class Row:
         return sum(values) / len(values), len(values) == len(tasks)
 
 
-CellKey = tuple[str, str, str, Budget | None]  # (model, task, variant, budget)
-
-
-def cell_key(cell: Cell) -> CellKey:
-    return (cell.model, cell.task, cell.variant, cell.budget)
-
-
 @dataclass
 class Leaderboard:
     tasks: list[str]
@@ -71,10 +76,34 @@ class Leaderboard:
     marks: dict[CellKey, str] = field(default_factory=dict)  # significance marks ("★", "≈", "★0.8% ≈2%")
     legend: str = ""  # what the marks mean, or why there are none
     notes: list[str] = field(default_factory=list)  # comparisons the bootstrap could not make, and why
+    forgetting_marks: dict[CellKey, str] = field(default_factory=dict)  # marks on the forgetting columns
+    forgetting_legend: str = ""
+
+    @property
+    def forgetting_tasks(self) -> list[str]:
+        """Tasks with a forgetting column: some cell measured it (none: the table is as before forgetting)."""
+        return [t for t in self.tasks if any(t in r.cells and r.cells[t].forgetting.n for r in self.rows)]
+
+    def _measures(self, task: str | None = None) -> list[str]:
+        cells = [c for r in self.rows for t, c in r.cells.items() if task in (None, t) and c.forgetting_measure]
+        return sorted({c.forgetting_measure for c in cells if c.forgetting_measure})
 
     def header(self) -> list[str]:
         head = ["model"] if len(self.models) > 1 else []
-        return [*head, "method", "budget", "params", *[f"{t} ({self.metrics[t]})" for t in self.tasks], "avg"]
+        forgot = []
+        for t in self.forgetting_tasks:
+            measures = self._measures(t)
+            forgot.append(f"{t} forgetting" + (f" ({units(measures[0])})" if len(measures) == 1 else ""))
+        return [*head, "method", "budget", "params", *[f"{t} ({self.metrics[t]})" for t in self.tasks], "avg",
+                *forgot]  # fmt: skip
+
+    def forgetting_text(self, cell: Cell | None) -> str:
+        """Forgetting over the seeds with its mark: "1.25 ± 0.31 ★"; "-" where not measured."""
+        f = cell.forgetting if cell is not None else None
+        if cell is None or f is None or f.mean is None:
+            return "-"
+        mark = self.forgetting_marks.get(cell_key(cell), "")
+        return stats_text(f.mean, f.std, f.n, cell.forgetting_measure) + (f" {mark}" if mark else "")
 
     def cell_text(self, cell: Cell) -> str:
         """Score, significance mark and chosen grid point: "85.00 ± 7.07 ★ (lr=1e-3)"."""
@@ -92,6 +121,24 @@ class Leaderboard:
             format_params(row.trainable_params),
             *[self.cell_text(row.cells[t]) if t in row.cells else "-" for t in self.tasks],
             "-" if avg is None else f"{avg:.2f}" + ("" if complete else "*"),
+            *[self.forgetting_text(row.cells.get(t)) for t in self.forgetting_tasks],
+        ]
+
+    def forgetting_footer(self) -> list[str]:
+        """What the forgetting columns show (nothing when there are none)."""
+        if not self.forgetting_tasks:
+            return []
+        measures = self._measures()
+        which = "; ".join(f"{_MEASURE_TEXT.get(m, m)} ({UNITS.get(m, '?')})" for m in measures)
+        per_model = ""
+        if len(measures) > 1:
+            by_model = {c.model: c.forgetting_measure for r in self.rows for c in r.cells.values()}
+            named = [f"{m} {x}" for m, x in sorted(by_model.items()) if x]
+            per_model = " Measure per model: " + ", ".join(named) + "."
+        return [
+            "Forgetting: the pre-trained ability the chosen grid point lost in fine-tuning, mean ± std over the "
+            f"same seeds (not used to choose it); positive = forgot, - = not measured. {which}.{per_model}",
+            self.forgetting_legend,
         ]
 
     def footer(self) -> list[str]:
@@ -107,6 +154,7 @@ class Leaderboard:
             + ".",
             *self.rules,
             self.legend,
+            *self.forgetting_footer(),
             *self.notes[:_MAX_NOTES],
             *([f"... and {more} more comparisons not made."] if more > 0 else []),
         ]
@@ -131,7 +179,8 @@ class Leaderboard:
         cols = ["model", "method", "base_method", "budget", "trainable_params"]
         for t in self.tasks:
             cols += [f"{t}.{c}" for c in ("metric", "mean", "std", "n", "chosen", "selection", "mark")]
-        w.writerow([*cols, "avg"])
+        forgot = self.forgetting_tasks  # after avg, so the columns before it stay where they were
+        w.writerow([*cols, "avg", *[f"{t}.forgetting_{c}" for t in forgot for c in _FORGETTING_CSV]])
         for r in self.rows:
             out: list[Any] = [r.model, r.method, r.base_method, Budget.text(r.budget, ""), r.trainable_params]
             for t in self.tasks:
@@ -142,7 +191,16 @@ class Leaderboard:
                     out += [self.metrics[t], *c.display(), c.n, c.chosen_text(), c.selection,
                             self.marks.get(cell_key(c), "")]  # fmt: skip
             avg, _ = r.average(self.tasks)
-            w.writerow([*out, "" if avg is None else avg])
+            out.append("" if avg is None else avg)
+            for t in forgot:
+                c = r.cells.get(t)
+                f = c.forgetting if c is not None else None
+                if c is None or f is None or f.mean is None:
+                    out += ["", "", "", 0, ""]
+                else:
+                    out += [c.forgetting_measure, f.mean, "" if f.std is None else f.std, f.n,
+                            self.forgetting_marks.get(cell_key(c), "")]  # fmt: skip
+            w.writerow(out)
         return buf.getvalue()
 
 
@@ -161,11 +219,13 @@ def build(
     model: str | None = None,
     task: str | None = None,
     predictions: list[dict[str, Any]] | None = None,
+    forgetting: list[dict[str, Any]] | None = None,
     n_resamples: int = N_RESAMPLES,
     confidence: float = CONFIDENCE,
 ) -> Leaderboard:
     """The leaderboard of a trials table (`sift_bench.results.load_run(...).trials`); with the rows of the
-    run's predictions.parquet (`sift_bench.results.read_predictions`), also its significance marks."""
+    run's predictions.parquet (`sift_bench.results.read_predictions`), also its significance marks, and with
+    those of its forgetting.parquet (`read_forgetting`) the marks on the forgetting columns."""
     want = None if budget is None else Budget.parse(budget, source="--budget")
     cells = aggregate(trials, model=model, task=task, budget=want)
     if not cells:
@@ -202,6 +262,17 @@ def build(
         )
     else:
         board.legend = "No predictions: no significance marks."
+    if board.forgetting_tasks and forgetting:
+        board.forgetting_marks, notes = forgetting_marks(cells, forgetting, n_resamples=n_resamples,
+                                                         confidence=confidence)  # fmt: skip
+        board.notes += notes
+        board.forgetting_legend = (
+            f"On forgetting, {BEST} the lowest per task and budget, {SAME} not distinguishable from it: the "
+            f"{confidence:.0%} interval of the difference, a paired bootstrap over the items of the forgetting "
+            f"sample pooled over seeds ({n_resamples} resamples), contains 0."
+        )
+    elif board.forgetting_tasks:
+        board.forgetting_legend = "No per-item forgetting (forgetting.parquet): no marks on forgetting."
     return board
 
 
@@ -231,74 +302,6 @@ def selection_rules(cells: list[Cell]) -> list[str]:
     return lines
 
 
-def significance_marks(
-    cells: list[Cell],
-    predictions: Iterable[Mapping[str, Any]],
-    *,
-    n_resamples: int = N_RESAMPLES,
-    confidence: float = CONFIDENCE,
-) -> tuple[dict[CellKey, str], list[str]]:
-    """Per (model, task, budget): the best cell gets ★, and each cell the paired bootstrap against it cannot
-    tell apart gets ≈. Knob-less cells join every budget's comparison. Returns the marks and a note per
-    comparison that could not be made (missing predictions, a metric predictions cannot give)."""
-    wanted = {tid for c in cells for tid in c.trial_ids}
-    sets = prediction_sets(r for r in predictions if r["trial_id"] in wanted)
-    notes: list[str] = []
-    per_group: dict[CellKey, dict[Budget | None, str]] = {}  # cell -> budget compared at -> mark
-    n_budgets: dict[tuple[str, str], int] = {}
-    tested: dict[tuple[CellKey, CellKey], bool] = {}  # (best, other) -> distinguishable, shared across budgets
-
-    by_task: dict[tuple[str, str], list[Cell]] = {}
-    for c in cells:
-        by_task.setdefault((c.model, c.task), []).append(c)
-    for (model, task), group in by_task.items():
-        metric = group[0].metric
-        if bootstrap_metric(task, metric) is None:
-            notes.append(f"{task}: {metric} cannot be computed from predictions; no marks.")
-            continue
-        budgets = list(dict.fromkeys(c.budget for c in group if c.budget is not None)) or [None]
-        n_budgets[(model, task)] = len(budgets)
-        info = metric_info(metric)
-        for budget in budgets:
-            members = [c for c in group if c.budget in (budget, None)]
-            best = max(members, key=lambda c: info.signed(c.mean))  # max keeps the first of equal means
-            where = f"{task}" + (f" at {budget}" if budget is not None else "")
-            if not all(t in sets for t in best.trial_ids):
-                notes.append(f"{where}: the best cell ({best.variant}) has no predictions; no marks.")
-                continue
-            per_group.setdefault(cell_key(best), {})[budget] = BEST
-            for c in members:
-                if c is best:
-                    continue
-                if not all(t in sets for t in c.trial_ids):
-                    notes.append(f"{where}: {c.variant} has no predictions; not compared.")
-                    continue
-                pair = (cell_key(best), cell_key(c))
-                if pair not in tested:
-                    try:
-                        tested[pair] = paired_bootstrap(
-                            task, metric, [sets[t] for t in best.trial_ids], [sets[t] for t in c.trial_ids],
-                            n_resamples=n_resamples, confidence=confidence,
-                        ).distinguishable  # fmt: skip
-                    except SiftBenchError as e:
-                        notes.append(f"{where}: {c.variant} vs {best.variant} not compared: {e}")
-                        tested[pair] = True  # not compared: claim no "indistinguishable"
-                if not tested[pair]:
-                    per_group.setdefault(cell_key(c), {})[budget] = SAME
-    # A budgeted cell is in one comparison, a knob-less one in each of its task's budgets.
-    marks = {k: _mark_text(g, 1 if k[3] is not None else n_budgets[k[:2]]) for k, g in per_group.items()}
-    return marks, list(dict.fromkeys(notes))
-
-
-def _mark_text(groups: dict[Budget | None, str], n_budgets: int) -> str:
-    """A cell's marks: one symbol when it has the same one in each of its `n_budgets` comparisons, else (a
-    knob-less cell) one per budget it is marked at: "★0.8% ≈2%"."""
-    symbols = set(groups.values())
-    if len(symbols) == 1 and len(groups) == n_budgets:
-        return symbols.pop()
-    return " ".join(f"{sym}{Budget.text(b, '')}" for b, sym in groups.items())
-
-
 # Columns in the paper's Table 2 order.
 _TASK_ORDER = {t: i for i, t in enumerate(["mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb"])}
 
@@ -311,10 +314,11 @@ def write_leaderboard(
     task: str | None = None,
     out_dir: str | Path | None = None,
 ) -> tuple[Leaderboard, Path, Path]:
-    """Build from `results_dir/trials.parquet` (and its predictions.parquet, when there is one, for the
-    significance marks); write leaderboard.md and leaderboard.csv (to `out_dir`)."""
+    """Build from `results_dir/trials.parquet` (and its predictions.parquet and forgetting.parquet, when there
+    are, for the significance marks); write leaderboard.md and leaderboard.csv (to `out_dir`)."""
     run = load_run(results_dir)
-    board = build(run.trials, budget=budget, model=model, task=task, predictions=read_predictions(run.path))
+    board = build(run.trials, budget=budget, model=model, task=task, predictions=read_predictions(run.path),
+                  forgetting=read_forgetting(run.path))  # fmt: skip
     out = Path(out_dir or run.path)
     md = atomic_write_text(out / "leaderboard.md", board.to_markdown())
     return board, md, atomic_write_text(out / "leaderboard.csv", board.to_csv())

@@ -6,8 +6,13 @@ over the chosen configs' seeds, gives A - B and its interval. A knob-less method
 no budget) is a reference: it is paired with every budget of the other side, as the leaderboard's marks do.
 A row's verdict is "A better" / "B better" when the interval excludes 0, else "indistinguishable".
 
-`compare_pairs` is pure (cells and prediction rows in, a PairReport out); `load_pairs` reads a results
-folder first. Means and differences are in display units: points for percent metrics.
+With `metric="forgetting"` (`sift-bench pairs RESULTS A B --metric forgetting`) the statistic is the
+difference of forgetting (`sift_bench.forgetting`; lower is better), with the paired bootstrap over the items
+of the forgetting sample, pooled over seeds (`sift_bench.forgetting_bootstrap`).
+
+`compare_pairs` is pure (cells and per-item rows in, a PairReport out); `load_pairs` reads a results
+folder first. Means and differences are in display units: points for percent metrics; forgetting in its
+measure's units (points, or nats/token).
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from sift_bench.aggregate import Cell, aggregate
 from sift_bench.defaults import CONFIDENCE, N_RESAMPLES
 from sift_bench.errors import SiftBenchError
 from sift_bench.evaluators.glue import GLUE_METRICS
+from sift_bench.forgetting_bootstrap import METRIC as FORGETTING
+from sift_bench.forgetting_bootstrap import UNITS, TrialForgetting, forgetting_bootstrap, value_text
 from sift_bench.leaderboard import selection_rules
 from sift_bench.metrics import metric_info
-from sift_bench.results import load_run, read_predictions
+from sift_bench.results import load_run, read_forgetting, read_predictions
 from sift_bench.significance import BootstrapResult, TrialPredictions, bootstrap_metric, paired_bootstrap
 from sift_bench.spec import Budget
 
@@ -100,6 +107,11 @@ class PairReport:
         if r is None:  # the cells' own means when they are of the compared metric
             a_mean, b_mean = (_cell_mean(c, pair.metric) for c in (pair.a, pair.b))
             diff = ci = "-"
+        elif pair.metric == FORGETTING:
+            m = pair.a.forgetting_measure
+            a_mean, b_mean = value_text(r.a_mean, m), value_text(r.b_mean, m)
+            diff = value_text(r.diff, m, sign=True)
+            ci = f"[{value_text(r.low, m, sign=True)}, {value_text(r.high, m, sign=True)}]"
         else:
             s = metric_info(pair.metric).scale
             a_mean, b_mean = f"{r.a_mean * s:.2f}", f"{r.b_mean * s:.2f}"
@@ -109,10 +121,14 @@ class PairReport:
                 pair.verdict]  # fmt: skip
 
     def footer(self) -> list[str]:
-        units = "points for % metrics"
+        units, items = "points for % metrics", "dev examples"
+        if self.pairs and all(p.metric == FORGETTING for p in self.pairs):
+            found = sorted({p.a.forgetting_measure for p in self.pairs if p.a.forgetting_measure})
+            units = "forgetting, lower is better: " + ", ".join(f"{m} in {UNITS.get(m, '?')}" for m in found)
+            items = "items of the forgetting sample"
         return [
-            f"{self.a} − {self.b}: mean over seeds of {self.a}'s chosen config minus {self.b}'s, on the dev examples "
-            f"both have ({units}); {self.confidence:.0%} interval of a paired bootstrap over dev examples pooled "
+            f"{self.a} − {self.b}: mean over seeds of {self.a}'s chosen config minus {self.b}'s, on the {items} "
+            f"both have ({units}); {self.confidence:.0%} interval of a paired bootstrap over {items} pooled "
             f"over seeds ({self.n_resamples} resamples). A knob-less method (full, classifier_only: no budget) is "
             "paired with every budget of the other side.",
             *self.rules,
@@ -146,6 +162,9 @@ def _chosen(cell: Cell) -> str:
 
 
 def _cell_mean(cell: Cell, metric: str) -> str:
+    if metric == FORGETTING:
+        mean = cell.forgetting.mean
+        return "-" if mean is None else value_text(mean, cell.forgetting_measure)
     return f"{cell.display()[0]:.2f}" if cell.metric == metric else "-"
 
 
@@ -199,12 +218,19 @@ def compare_pairs(
     n_resamples: int = N_RESAMPLES,
     confidence: float = CONFIDENCE,
     seed: int = 0,
+    forgetting: Iterable[Mapping[str, Any]] = (),
 ) -> PairReport:
     """The paired bootstrap of A - B at every budget both labels share (see `pair_cells`), on `metric` or
     each task's primary metric. A pair whose trials lack predictions, or whose metric predictions cannot
     give, is kept with a note and no result. Raises SiftBenchError when `metric` is given and no paired
-    task can compute it from predictions."""
+    task can compute it from predictions. `metric="forgetting"` reads the per-item `forgetting` rows
+    (forgetting.parquet) instead of `predictions`."""
     found = pair_cells(cells, a, b)
+    if metric == FORGETTING:
+        items = TrialForgetting(forgetting)
+        pairs = [_forgetting_pair(ca, cb, budget, items, n_resamples, confidence, seed) for ca, cb, budget in found]
+        rules = selection_rules([c for p in found for c in p[:2]])
+        return PairReport(a, b, pairs, n_resamples=n_resamples, confidence=confidence, rules=rules)
     preds = TrialPredictions(predictions)
     pairs: list[Pair] = []
     for ca, cb, budget in found:
@@ -238,10 +264,41 @@ def compare_pairs(
     return PairReport(a, b, pairs, n_resamples=n_resamples, confidence=confidence, rules=rules)
 
 
+def _forgetting_pair(
+    ca: Cell, cb: Cell, budget: Budget | None, items: TrialForgetting, n_resamples: int, confidence: float, seed: int
+) -> Pair:
+    """A - B of forgetting, bootstrapped over the forgetting sample's items; a note when a side has none."""
+    where = f"{ca.task}" + (f" at {budget}" if budget is not None else "")
+    a_sets, b_sets = items.for_trials(ca.trial_ids), items.for_trials(cb.trial_ids)
+    if a_sets is None or b_sets is None:
+        missing = ca if a_sets is None else cb
+        why = "per-item forgetting values" if missing.forgetting_measure else "forgetting measured"
+        return Pair(ca, cb, budget, FORGETTING, note=f"{where}: {missing.variant}'s trials have no {why}.")
+    try:
+        result = forgetting_bootstrap(a_sets, b_sets, task=ca.task, n_resamples=n_resamples, seed=seed,
+                                      confidence=confidence)  # fmt: skip
+    except SiftBenchError as e:
+        return Pair(ca, cb, budget, FORGETTING, note=f"{where}: not compared: {e}")
+    return Pair(ca, cb, budget, FORGETTING, result=result)
+
+
 def load_pairs(results_dir: str | Path, a: str, b: str, **kwargs: Any) -> PairReport:
-    """`compare_pairs` on a results folder's trials and predictions.parquet (keywords as there). Raises
-    SiftBenchError for a folder without predictions, or any bad input `compare_pairs` rejects."""
+    """`compare_pairs` on a results folder's trials and predictions.parquet, or forgetting.parquet for
+    `metric="forgetting"` (keywords as there). Raises SiftBenchError for a folder without those rows, or any
+    bad input `compare_pairs` rejects."""
     run = load_run(results_dir)
+    if kwargs.get("metric") == FORGETTING:
+        items = read_forgetting(run.path)
+        if not items:
+            raise SiftBenchError(
+                f"{run.path}: no per-item forgetting (forgetting.parquet is missing or empty), which `sift-bench "
+                "pairs --metric forgetting` needs; runs before forgetting was measured, or with `forgetting: off`, "
+                "have none. Rerun the suite into a new results folder (--results) to measure it."
+            )
+        cells = aggregate(run.trials)
+        if not cells:
+            raise SiftBenchError(f"{run.path}: no finished (status ok) trials; run the suite first.")
+        return compare_pairs(cells, [], a, b, forgetting=items, **kwargs)
     rows = read_predictions(run.path)
     if not rows:
         raise SiftBenchError(

@@ -259,6 +259,20 @@ def _take(s: PredictionSet, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s.predictions[pos], s.labels[pos]
 
 
+def draw_counts(idx: np.ndarray) -> np.ndarray:
+    """(r, n) resampled indices -> (r, n) float counts: how often each of the n entries is drawn per resample."""
+    r, n = idx.shape
+    counts = np.bincount((idx + n * np.arange(r)[:, None]).ravel(), minlength=r * n)
+    return counts.reshape(r, n).astype(np.float64)
+
+
+def percentile_interval(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` percentile interval of resampled statistics."""
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(stats, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def paired_bootstrap(
     task: str,
     metric: str,
@@ -304,18 +318,16 @@ def paired_bootstrap(
         r = min(block, n_resamples - start)
         idx = rng.integers(0, n, size=(r, n))  # (r, n): one draw of examples per resample, shared by all seeds
         if vector is not None:
-            counts = np.bincount((idx + n * np.arange(r)[:, None]).ravel(), minlength=r * n)
-            w = counts.reshape(r, n).astype(np.float64)  # (r, n) times each example is drawn
+            w = draw_counts(idx)
             a_val = np.mean([vector(w, p, labels) for p, _ in a_arrays], axis=0)
             b_val = np.mean([vector(w, p, labels) for p, _ in b_arrays], axis=0)
         else:
             a_val = np.array([np.mean([score(task, name, p[i], labels[i]) for p, _ in a_arrays]) for i in idx])
             b_val = np.array([np.mean([score(task, name, p[i], labels[i]) for p, _ in b_arrays]) for i in idx])
         stats[start : start + r] = a_val - b_val
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(stats, [tail, 1 - tail])
+    low, high = percentile_interval(stats, confidence)
     return BootstrapResult(
-        task=task, metric=metric, diff=a_mean - b_mean, low=float(low), high=float(high), confidence=confidence,
+        task=task, metric=metric, diff=a_mean - b_mean, low=low, high=high, confidence=confidence,
         n_examples=n, n_dropped=n_dropped, n_resamples=n_resamples, a_mean=a_mean, b_mean=b_mean,
     )  # fmt: skip
 

@@ -266,7 +266,7 @@ def compare(
     ] = MEMORY_THRESHOLD,
     fmt: Annotated[str, typer.Option("--format", help="Output: table, json or md.")] = "table",
     metric: Annotated[
-        str | None, typer.Option(help="Gate on this metric (e.g. eval_loss) instead of each task's primary one.")
+        str | None, typer.Option(help="Gate on this metric (eval_loss, forgetting) instead of each task's primary one.")
     ] = None,
 ) -> None:
     """Compare two runs cell by cell, each at its chosen grid point. Exit 0: ok, 1: regression, 2: bad input."""

@@ -15,12 +15,15 @@ def pairs(
     results: Annotated[str, typer.Argument(help="Results folder (results/<suite>/) with predictions.parquet.")],
     a: Annotated[str, typer.Argument(help="Method label A (as the leaderboard's method column shows it).")],
     b: Annotated[str, typer.Argument(help="Method label B; the table shows A − B.")],
-    metric: Annotated[str | None, typer.Option(help="Compare on this metric (default: each task's primary).")] = None,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the dev examples.")] = N_RESAMPLES,
+    metric: Annotated[
+        str | None, typer.Option(help="Compare on this metric, or `forgetting` (default: each task's primary).")
+    ] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples of the dev examples (or items).")] = N_RESAMPLES,
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (for docs).")] = False,
 ) -> None:
     """A minus B per task and budget: the chosen grid points, their means over seeds, the difference and its
-    95% interval (paired bootstrap over dev examples, pooled over seeds), and a verdict. Exit 2: bad input."""
+    95% interval (paired bootstrap over dev examples, pooled over seeds; with --metric forgetting, over the
+    forgetting sample's items; lower is better), and a verdict. Exit 2: bad input."""
     from rich.console import Console
 
     from sift_bench.pairs import load_pairs

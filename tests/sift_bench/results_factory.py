@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sift_bench.results import TRIALS_FILE, ResultStore, atomic_write_text
-from sift_bench.spec import Prediction, TrialResult, TrialSpec
+from sift_bench.spec import ForgettingItem, Prediction, TrialResult, TrialSpec
 
 MIB = 2**20
 
@@ -27,8 +27,12 @@ def result(
     **fields: Any,
 ) -> TrialResult:
     """A finished trial of `spec` whose best epoch scored `metrics`; `predictions`: (example, prediction,
-    label) on the dev split; `fields`: any other TrialResult field (train_seconds, peak_memory_bytes, ...)."""
+    label) on the dev split; `fields`: any other TrialResult field (train_seconds, peak_memory_bytes, ...;
+    `forgot(...)` gives the forgetting ones, whose value also goes into `best` as a trial's does)."""
     ok = status == "ok"
+    metrics = dict(metrics or {})
+    if fields.get("forgetting") is not None:
+        metrics["forgetting"] = fields["forgetting"]
     values: dict[str, Any] = {
         "trainable_params": 1000, "head_params": 10, "train_seconds": 10.0, "eval_seconds": 1.0,
         "tokens_per_second": 100.0, "peak_memory_bytes": 100 * MIB, "best_epoch": 1 if ok else None,
@@ -36,11 +40,41 @@ def result(
     }  # fmt: skip
     values.update(fields)
     return TrialResult(
-        trial_id=spec.trial_id, spec=spec, status=status, primary_metric=primary, best=dict(metrics or {}),
-        epochs=[{"epoch": 1.0, **(metrics or {})}] if metrics else [],
+        trial_id=spec.trial_id, spec=spec, status=status, primary_metric=primary, best=metrics,
+        epochs=[{"epoch": 1.0, **metrics}] if metrics else [],
         predictions=[Prediction(split="dev", example=i, prediction=str(p), label=str(y)) for i, p, y in predictions],
         **values,
     )  # fmt: skip
+
+
+def forgot(
+    measure: str,
+    before: Sequence[float],
+    after: Sequence[float],
+    *,
+    weights: Sequence[float] | None = None,
+    gold: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """The forgetting fields of a TrialResult whose measure gave these per-item values before and after
+    training (`gold` for sts_zero_shot; `weights`, the scored tokens, for a loss: 1 each by default); the
+    totals come from `sift_bench.forgetting`, as a trial computes them."""
+    import numpy as np
+
+    from sift_bench import forgetting as F
+
+    m = F.MEASURES[measure]
+    w = np.ones(len(before)) if weights is None else np.asarray(weights, dtype=np.float64)
+    g = None if gold is None else np.asarray(gold, dtype=np.float64)
+    b = F.ability(m, F.Scores(np.asarray(before, dtype=np.float64), w, g))
+    a = F.ability(m, F.Scores(np.asarray(after, dtype=np.float64), w, g))
+    items = [
+        ForgettingItem(
+            item=i, before=float(x), after=float(y), weight=float(w[i]), gold=None if g is None else float(g[i])
+        )
+        for i, (x, y) in enumerate(zip(before, after, strict=True))
+    ]
+    return {"forgetting_measure": measure, "forgetting_before": b, "forgetting_after": a,
+            "forgetting": F.drop(m, b, a), "forgetting_items": items}  # fmt: skip
 
 
 def wrong_on(labels: Sequence[int], wrong: Iterable[int]) -> list[tuple[int, int, int]]:
