@@ -20,11 +20,11 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test its own cache, and a 120-pair STS-B sample so the MiniLM trials take seconds."""
+    """Each test its own cache, and a 240-pair STS-B sample (48 measured) so the MiniLM trials take seconds."""
     monkeypatch.setenv("SIFT_BENCH_CACHE", str(tmp_path / "cache"))
     lines = F.STSB_DEV.read_text(encoding="utf-8").splitlines()
-    small = tmp_path / "stsb_dev_120.tsv"
-    small.write_text("\n".join(lines[:121]) + "\n", encoding="utf-8")
+    small = tmp_path / "stsb_dev_240.tsv"
+    small.write_text("\n".join(lines[:241]) + "\n", encoding="utf-8")
     monkeypatch.setattr(F, "STSB_DEV", small)
     return tmp_path / "cache"
 
@@ -134,7 +134,7 @@ def test_classifier_only_forgets_exactly_nothing() -> None:
     assert r.status == "ok", r.error
     assert r.forgetting_measure == "sts_zero_shot" and r.forgetting == 0.0
     assert r.forgetting_before == r.forgetting_after and r.best["forgetting"] == 0.0
-    assert len(r.forgetting_items) == 40 and all(i.before == i.after for i in r.forgetting_items)  # 120 / stride 3
+    assert len(r.forgetting_items) == 48 and all(i.before == i.after for i in r.forgetting_items)  # 240 / stride 5
 
 
 def test_full_fine_tuning_forgets_more_than_sift_and_the_value_is_deterministic() -> None:
