@@ -18,12 +18,17 @@ trials.parquet -- one row per trial (the latest attempt of each trial id; a reru
     head_params         int64  task-head parameters
     total_params        int64  all parameters of the model
     seed                int64
-    train.<field>       one column per TrainSettings field (train.learning_rate, train.batch_size, ...)
+    train.<field>       one column per TrainSettings field (train.learning_rate, train.batch_size, ...;
+                               train.early_stopping is JSON text, e.g. {"patience":2}, or null)
     method_options      str    JSON of the method's options
     grid                str    JSON of this trial's hyper-parameter grid point ("{}" without a grid)
+    extension           int64  0: a point of the suite's grid; k >= 1: the k-th point the driver added beyond
+                               an edge of one of the cell's grid axes (a suite's `search.extend_edges`)
     spec                str    JSON of the full TrialSpec (variant and grid included), enough to rerun the trial
     primary_metric      str    name of the task's primary metric: its score is the `metric.<name>` column
     best_epoch          int64  1-based epoch whose dev metrics are reported
+    stopped_epoch       int64  the last epoch run when early stopping (`train.early_stopping`) ended the trial
+                               before its planned epochs; null when it ran them all
     scored_epoch        int64  1-based epoch whose weights the evaluators (MMLU, HumanEval) scored; null
                                when the trial ran none
     metric.<name>       float  one column per best-epoch metric (metric.f1, metric.accuracy, ...)
@@ -61,7 +66,8 @@ repeated the primary metric): variant and grid go into the spec, config_key is c
 Schema 1 and 2 (before gpu_ids, node, started_at, scored_epoch and train.heldout_fraction): gpu_ids is [],
 the others null, and a train.<field> column added later holds the field's default. Schema 1-3 (before
 peak_reserved_bytes, isolated and the forgetting columns): all null. Their peak_memory_bytes was measured in
-processes that trials shared, so it may hold earlier trials' memory.
+processes that trials shared, so it may hold earlier trials' memory. Schema 1-4 (before extension and
+stopped_epoch): extension 0 (no suite extended edges then), stopped_epoch null (no early stopping then).
 
 evals.parquet -- one row per trial x epoch x metric: trial_id str, epoch int64 (1-based), metric str, value float
 
@@ -119,9 +125,11 @@ _FIXED_HEAD: list[tuple[str, pa.DataType]] = [
 _FIXED_MID: list[tuple[str, pa.DataType]] = [
     ("method_options", pa.string()),
     ("grid", pa.string()),
+    ("extension", pa.int64()),
     ("spec", pa.string()),
     ("primary_metric", pa.string()),
     ("best_epoch", pa.int64()),
+    ("stopped_epoch", pa.int64()),
     ("scored_epoch", pa.int64()),
 ]
 _FIXED_TAIL: list[tuple[str, pa.DataType]] = [
@@ -239,9 +247,11 @@ def trial_row(result: TrialResult) -> dict[str, Any]:
         "seed": spec.seed,
         "method_options": _json(spec.method_options),
         "grid": _json(spec.grid),
+        "extension": spec.extension,
         "spec": _json(spec.model_dump(mode="json")),
         "primary_metric": result.primary_metric,
         "best_epoch": result.best_epoch,
+        "stopped_epoch": result.stopped_epoch,
         "scored_epoch": result.scored_epoch,
         "train_seconds": result.train_seconds,
         "eval_seconds": result.eval_seconds,
@@ -264,7 +274,7 @@ def trial_row(result: TrialResult) -> dict[str, Any]:
         "finished_at": now_utc(),
     }
     for name, value in spec.train.model_dump(mode="json").items():
-        row[f"train.{name}"] = value
+        row[f"train.{name}"] = _json(value) if isinstance(value, dict) else value  # early_stopping: JSON text
     for name, value in result.best.items():
         row[metric_column(name)] = float(value)
     return row
@@ -307,6 +317,7 @@ _ADDED_IN_4: dict[str, Any] = {
     "peak_reserved_bytes": None, "isolated": None, "forgetting_measure": None, "forgetting_before": None,
     "forgetting_after": None, "forgetting": None, "forgetting_note": None,
 }  # fmt: skip
+_ADDED_IN_5: dict[str, Any] = {"extension": 0, "stopped_epoch": None}
 _TRAIN_DEFAULTS = {f"train.{name}": value for name, value in TrainSettings().model_dump(mode="json").items()}
 
 
@@ -317,7 +328,7 @@ def upgrade_row(row: dict[str, Any], source: Path) -> dict[str, Any]:
     if not row.get("config_key") or "primary_value" in row:
         row = _upgrade_schema_1(row, source)
     row = dict(row)
-    for name, value in (_ADDED_IN_3 | _ADDED_IN_4 | _TRAIN_DEFAULTS).items():
+    for name, value in (_ADDED_IN_3 | _ADDED_IN_4 | _ADDED_IN_5 | _TRAIN_DEFAULTS).items():
         row.setdefault(name, value)
     row["gpu_ids"] = list(row["gpu_ids"] or [])  # a null list (a hand-made row) reads as "none assigned"
     return row

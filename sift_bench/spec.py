@@ -34,7 +34,8 @@ from sift_bench.errors import SiftBenchError
 # 2: `primary_value` dropped (the score is the `metric.<primary_metric>` column), `config_key` added,
 # variant and grid inside the spec. Readers upgrade schema-1 rows (sift_bench.results).
 # 3: gpu_ids, node, started_at, scored_epoch columns; train.heldout_fraction; predictions.parquet written.
-SCHEMA_VERSION = 4
+# 4: peak_reserved_bytes, isolated and the forgetting columns. 5: extension, stopped_epoch, train.early_stopping.
+SCHEMA_VERSION = 5
 
 _PERCENT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*%$")
 _GROUPED = re.compile(r"^\d{1,3}(?:([,_])\d{3})(?:\1\d{3})*$")  # 1,000,000 or 1_000_000
@@ -167,7 +168,7 @@ def _percent_text(percent: float) -> str:
 
 
 # Fields of a TrialSpec that do not change a trial's result (see TrialSpec's comment).
-_NOT_IN_IDENTITY = {"data_dir", "suite", "resources", "variant", "grid", "forgetting"}
+_NOT_IN_IDENTITY = {"data_dir", "suite", "resources", "variant", "grid", "forgetting", "extension"}
 
 
 def _hash(data: dict[str, Any]) -> str:
@@ -179,6 +180,12 @@ class Strict(BaseModel):
     """Unknown keys are errors everywhere: a typo must never silently become a default."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class EarlyStopping(Strict):
+    patience: int = Field(
+        ge=1, description="Stop once the selection score has not improved for this many epochs (the best is kept)."
+    )
 
 
 class TrainSettings(Strict):
@@ -202,6 +209,9 @@ class TrainSettings(Strict):
         description="Share of the training examples held out to pick the best epoch and grid point (0: pick on "
         "dev). Set by a suite's `selection: heldout`.",
     )  # fmt: skip
+    early_stopping: EarlyStopping | None = Field(
+        None, description="Stop a trial whose selection score (held-out, else dev) stalls; None: run every epoch."
+    )
 
 
 class Resources(Strict):
@@ -230,6 +240,10 @@ class TrialSpec(Strict):
         "auto: the one the model supports. It only measures, so it is not part of the trial id.",
     )  # fmt: skip
     grid: dict[str, Any] = Field(default_factory=dict, description="This trial's grid point (already in train).")
+    extension: int = Field(
+        0, ge=0, description="0: a point of the suite's grid; k: the k-th point the driver added beyond an edge of "
+        "one of its axes (`search.extend_edges`).",
+    )  # fmt: skip
 
     @property
     def label(self) -> str:
@@ -259,7 +273,7 @@ class TrialSpec(Strict):
 
 
 # TrainSettings fields added after schema 2, with the default that leaves them out of the trial id.
-_LATER_TRAIN_FIELDS: dict[str, Any] = {"heldout_fraction": 0.0}
+_LATER_TRAIN_FIELDS: dict[str, Any] = {"heldout_fraction": 0.0, "early_stopping": None}
 
 
 class Prediction(Strict):
@@ -319,6 +333,9 @@ class TrialResult(Strict):
     gpu_ids: list[str] = Field(default_factory=list, description="Accelerator ids Ray assigned ([] on CPU).")
     node: str | None = Field(None, description="The Ray node that ran the trial (None outside Ray).")
     started_at: str | None = Field(None, description="ISO-8601 UTC time the trial started.")
+    stopped_epoch: int | None = Field(
+        None, description="The last epoch run when early stopping ended the trial early; None: it ran every epoch."
+    )
     scored_epoch: int | None = Field(
         None, description="The epoch whose weights the evaluators (MMLU, HumanEval) scored; None without them."
     )

@@ -87,6 +87,13 @@ class Override(Strict):
     train: TrainPatch  # type: ignore[valid-type]
 
 
+class SearchSettings(Strict):
+    extend_edges: int = Field(
+        0, ge=0, description="Per cell and numeric grid axis of 3+ points, how many points the driver may add "
+        "beyond an edge that the selection chose (sift_bench.search); 0: never extend.",
+    )  # fmt: skip
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Also the results folder name.")
     schema_version: Literal[1]
@@ -98,6 +105,7 @@ class Suite(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: TrainPatch = Field(default_factory=TrainPatch)  # type: ignore[valid-type]
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     overrides: list[Override] = Field(default_factory=list)
     evaluators: dict[str, dict[str, Any]] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)

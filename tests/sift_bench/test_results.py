@@ -71,7 +71,7 @@ def test_rows_columns_and_evals(tmp_path: Path) -> None:
     assert row["metric.f1"] == pytest.approx(0.8) and row["primary_metric"] == "f1"
     assert "primary_value" not in table.column_names  # each number once: the score is metric.<primary>
     assert row["train.epochs"] == 2 and row["train.max_steps"] is None
-    assert json.loads(row["grid"]) == {"learning_rate": 1e-4} and row["schema_version"] == SCHEMA_VERSION == 4
+    assert json.loads(row["grid"]) == {"learning_rate": 1e-4} and row["schema_version"] == SCHEMA_VERSION == 5
     assert TrialSpec.model_validate_json(row["spec"]) == res.spec  # variant and grid travel inside the spec
     expected = ["knob", "knob_value", "trainable_params", "head_params", "seed", "best_epoch", "status", "error",
                 "schema_version", "finished_at", "peak_memory_bytes", "device", "tokens_per_second"]  # fmt: skip
