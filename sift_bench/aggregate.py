@@ -28,6 +28,9 @@ import pandas as pd
 from sift_bench.metrics import heldout_metric, metric_info
 from sift_bench.schema import metric_column
 from sift_bench.spec import Budget, TrialSpec
+from sift_bench.tuning import format_value, grid_text
+
+__all__ = ["Cell", "SeedStats", "aggregate", "format_value", "grid_text", "seed_stats"]
 
 
 @dataclass(frozen=True)
@@ -83,25 +86,6 @@ class Cell:
     def chosen_text(self) -> str:
         """The chosen grid point in short form, e.g. "lr=1e-3, bs=16"; "" without a grid."""
         return grid_text(self.chosen)
-
-
-# Short names for the grid keys tables show most (grid keys are TrainSettings fields).
-_SHORT = {"learning_rate": "lr", "batch_size": "bs", "weight_decay": "wd", "warmup_ratio": "warmup"}
-
-
-def grid_text(point: dict[str, Any]) -> str:
-    """A grid point in short form, e.g. "lr=1e-3, bs=16"; "" for the empty point (no grid)."""
-    return ", ".join(f"{_SHORT.get(k, k)}={format_value(v)}" for k, v in point.items())
-
-
-def format_value(value: Any) -> str:
-    """A grid value as a table shows it: 0.001 -> "1e-3", 3e-05 -> "3e-5", 16 -> "16", 0.1 -> "0.1"."""
-    if isinstance(value, float) and value != 0 and abs(value) < 1e-2:
-        mantissa, exponent = f"{value:.6e}".split("e")
-        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def aggregate(
