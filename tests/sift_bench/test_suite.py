@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from sift_bench.errors import SiftBenchError
+from sift_bench.expand import expand
 from sift_bench.suite import SuiteError, load_suite, validate_suite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,3 +189,32 @@ def test_heldout_selection_sets_every_trials_fraction_and_is_checked() -> None:
     assert path == "heldout_fraction" and "selection: heldout" in msg
     [(path, msg)] = errors_of(bad(selection="test"))
     assert path == "selection" and "'dev' or 'heldout'" in msg
+
+
+FLAGSHIPS = ("glue_budget", "modules_ablation", "glue")
+
+
+@pytest.mark.parametrize("name", FLAGSHIPS)
+def test_flagship_suites_are_fair_and_their_headers_count_right(name: str) -> None:
+    """Each method its own grid of 3+ learning rates, held-out selection, edge extension, early stopping; the
+    header's trial count is what `plan` expands to."""
+    path = REPO / "suites" / f"{name}.yaml"
+    suite = load_suite(path)
+    assert suite.selection == "heldout" and suite.search.extend_edges >= 1
+    specs = expand(suite)
+    for label in suite.methods:
+        rates = {s.train.learning_rate for s in specs if s.label == label}
+        assert len(rates) >= 3, (name, label, rates)
+    assert all(s.train.early_stopping is not None for s in specs)
+    assert f"{len(specs)} trials" in path.read_text()
+
+
+@pytest.mark.parametrize("name", FLAGSHIPS)
+def test_paper_twins_select_nothing(name: str) -> None:
+    path = REPO / "suites" / f"{name}_paper.yaml"
+    suite = load_suite(path)
+    specs = expand(suite)
+    assert suite.selection == "dev" and suite.search.extend_edges == 0
+    assert all(not s.grid and s.train.early_stopping is None for s in specs)
+    text = path.read_text()
+    assert "nothing selected" in text and f"{len(specs)} trials" in text
