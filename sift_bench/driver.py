@@ -1,7 +1,8 @@
 """The driver: the one place that runs a suite.
 
     suite -> expand -> skip trials already ok -> start the run record -> scheduler -> each result into the
-    store as it arrives -> finish the run record
+    store as it arrives -> [search.extend_edges: rounds of points beyond edge choices, the same way] ->
+    finish the run record
 
 `run_suite` plans, skips finished trials, writes every result (`ResultStore.add`, an atomic rewrite, so a
 killed driver loses at most the trials in flight and the next run skips every trial whose row says
@@ -12,16 +13,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.expand import expand
 from sift_bench.progress import ProgressView
-from sift_bench.results import ResultStore
+from sift_bench.results import ResultStore, trials_frame
 from sift_bench.schedulers import RayTuneScheduler, RunTrial, Scheduler, SerialScheduler
+from sift_bench.search import max_rounds, plan_extensions
 from sift_bench.spec import TrialResult, TrialSpec
 from sift_bench.suite import Suite
 
@@ -29,11 +33,12 @@ from sift_bench.suite import Suite
 @dataclass
 class RunSummary:
     results_dir: Path
-    planned: int
+    planned: int  # the suite's trials, plus the extension trials planned (`search.extend_edges`)
     skipped: int  # already ok in the store
     ran: int = 0
     ok: int = 0
     failed: int = 0
+    extended: int = 0  # of `ran`: points the driver added beyond grid edges (`sift_bench.search`)
     wall_seconds: float = 0.0  # scheduling wall time (Ray start-up included)
     trial_seconds: float = 0.0  # summed wall time inside run_trial, every attempt
     slots: int = 1  # trials that could run at once
@@ -92,6 +97,8 @@ class _Recorder:
         self.store.add(result)
         s = self.summary
         s.ran += 1
+        if spec.extension:
+            s.extended += 1
         s.trial_seconds += trial_seconds
         if result.status == "ok":
             s.ok += 1
@@ -136,7 +143,8 @@ def run_suite(
     isolate: bool = True,
     on_recorded: OnRecorded | None = None,
 ) -> RunSummary:
-    """Run every trial of `suite` not yet `ok` in `results_dir` (default `results/<suite name>`).
+    """Run every trial of `suite` not yet `ok` in `results_dir` (default `results/<suite name>`), then, with
+    `search.extend_edges`, the rounds of points beyond edge choices (`sift_bench.search`).
 
     `scheduler` overrides the one `serial`/`address` pick. `on_recorded` is called after each result is
     written (the CLI's `--track` passes `trackers.LiveTracking`, which never raises). A process that drives
@@ -155,37 +163,113 @@ def run_suite(
         f"Suite [bold]{suite.name}[/bold]: {len(planned)} trials, {summary.skipped} already done, "
         f"{len(todo)} to run -> {store.root}"
     )
-    if not todo:
+    if not todo and not suite.search.extend_edges:
         return summary
-    preflight(suite)
     scheduler = scheduler or make_scheduler(
         suite, serial=serial, address=address, max_failures=max_failures,
         max_concurrent=max_concurrent, run_trial=run_trial, isolate=isolate,
     )  # fmt: skip
-    t0 = time.perf_counter()  # wall time includes joining or starting Ray: it is part of the run's cost
-    with scheduler.connect(todo) as slots:
-        summary.slots = slots
-        if slots > 1:
-            console.print(f"{scheduler.name}: up to {slots} trials at once")
-        store.start_run(suite.name, suite.source, scheduler.name, planned=len(planned), skipped=summary.skipped)
-        try:
-            with ProgressView(len(todo), console) as view:
-                scheduler.run(todo, _Recorder(store, summary, view, on_recorded))
-        finally:
-            summary.wall_seconds = time.perf_counter() - t0
-            overhead = summary.overhead
-            store.finish_run(
-                ran=summary.ran,
-                ok=summary.ok,
-                failed=summary.failed,
-                wall_seconds=round(summary.wall_seconds, 3),
-                trial_seconds=round(summary.trial_seconds, 3),
-                slots=summary.slots,
-                overhead=None if overhead is None else round(overhead, 4),
-            )
-    console.print(
-        f"Done in {summary.wall_seconds:.1f} s: {summary.ok} ok, {summary.failed} failed"
-        + (f"; time outside trials {overhead:.1%} of {summary.slots} slot(s)" if overhead is not None else "")
-        + f". Tables in {store.root}/"
-    )
+    with _Session(suite, store, summary, scheduler, console, on_recorded) as session:
+        session.run(todo)
+        _extend_edges(suite, planned, store, summary, console, session)
+    if summary.ran:
+        overhead = summary.overhead
+        console.print(
+            f"Done in {summary.wall_seconds:.1f} s: {summary.ok} ok, {summary.failed} failed"
+            + (f" ({summary.extended} beyond grid edges)" if summary.extended else "")
+            + (f"; time outside trials {overhead:.1%} of {summary.slots} slot(s)" if overhead is not None else "")
+            + f". Tables in {store.root}/"
+        )
     return summary
+
+
+def _extend_edges(
+    suite: Suite, planned: list[TrialSpec], store: ResultStore, summary: RunSummary, console: Console, session: _Session
+) -> None:
+    """Rounds of `search.plan_extensions` on what the store holds now, each run before the next is planned;
+    each round's specs join `planned`, so the next round sees them. A resumed run plans the same points from
+    the same results: those already ok are skipped, not rerun. A failed extension trial stays planned, so it
+    is never planned again and the rounds end (bound anyway)."""
+    if not suite.search.extend_edges:
+        return
+    said: set[str] = set()
+    for round_ in range(1, max_rounds(suite, planned) + 1):
+        extra = plan_extensions(suite, planned, trials_frame(store.rows(), store.trials_path))
+        for note in extra.notes:
+            if note not in said:
+                console.print(f"Edge kept: {note}", highlight=False)
+                said.add(note)
+        if not extra.specs:
+            return
+        planned += extra.specs
+        done = store.done_ids()
+        todo = [s for s in extra.specs if s.trial_id not in done]
+        summary.planned += len(extra.specs)
+        summary.skipped += len(extra.specs) - len(todo)
+        already = f", {len(extra.specs) - len(todo)} already done" if len(todo) < len(extra.specs) else ""
+        console.print(
+            f"Extending {extra.cells} cell(s) beyond an edge: +{len(extra.specs)} trials (round {round_}){already}"
+        )
+        session.run(todo)
+
+
+class _Session:
+    """The scheduler's resources and the run record, both opened by the first batch with work to do (so a
+    run with nothing to do starts no Ray and records no run) and closed once, after the last round."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        store: ResultStore,
+        summary: RunSummary,
+        scheduler: Scheduler,
+        console: Console,
+        on_recorded: OnRecorded | None,
+    ) -> None:
+        self.suite, self.store, self.summary, self.scheduler = suite, store, summary, scheduler
+        self.console, self.on_recorded = console, on_recorded
+        self._stack = ExitStack()
+        self._t0: float | None = None
+
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        return self._stack.__exit__(*exc)
+
+    def run(self, todo: list[TrialSpec]) -> None:
+        if not todo:
+            return
+        if self._t0 is None:
+            self._open(todo)
+        with ProgressView(len(todo), self.console) as view:
+            self.scheduler.run(todo, _Recorder(self.store, self.summary, view, self.on_recorded))
+
+    def _open(self, todo: list[TrialSpec]) -> None:
+        preflight(self.suite)
+        s = self.summary
+        self._t0 = time.perf_counter()  # wall time includes joining or starting Ray: it is part of the run's cost
+        s.slots = self._stack.enter_context(self.scheduler.connect(todo))
+        if s.slots > 1:
+            self.console.print(f"{self.scheduler.name}: up to {s.slots} trials at once")
+        self.store.start_run(
+            self.suite.name, self.suite.source, self.scheduler.name, planned=s.planned, skipped=s.skipped
+        )
+        self._stack.callback(self._finish)  # runs before the scheduler lets go, on errors and Ctrl-C too
+
+    def _finish(self) -> None:
+        s = self.summary
+        s.wall_seconds = time.perf_counter() - (self._t0 or 0.0)
+        overhead = s.overhead
+        self.store.finish_run(
+            planned=s.planned,  # the grid's trials and every extension planned by now
+            skipped=s.skipped,
+            ran=s.ran,
+            ok=s.ok,
+            failed=s.failed,
+            extended=s.extended,
+            wall_seconds=round(s.wall_seconds, 3),
+            trial_seconds=round(s.trial_seconds, 3),
+            slots=s.slots,
+            overhead=None if overhead is None else round(overhead, 4),
+        )

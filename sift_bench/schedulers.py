@@ -55,11 +55,12 @@ class Scheduler(Protocol):
     name: str  # recorded with the run: serial, ray(local), ray(HOST:PORT)
 
     def connect(self, todo: list[TrialSpec]) -> AbstractContextManager[int]:
-        """Get the resources (join or start Ray); yields how many of `todo` can run at once. A cluster that
-        cannot be reached fails here, before the driver writes anything."""
+        """Get the resources (join or start Ray); yields how many of `todo` (the first batch to run) can run
+        at once. A cluster that cannot be reached fails here, before the driver writes anything."""
 
     def run(self, todo: list[TrialSpec], events: TrialEvents) -> None:
-        """Inside `connect`: run every trial of `todo` once (plus retries), reporting each through `events`."""
+        """Inside `connect`: run every trial of `todo` once (plus retries), reporting each through `events`. The
+        driver may call it again inside the same `connect` (each round of edge extensions)."""
 
 
 def pick_runner(run_trial: RunTrial | None, isolate: bool) -> tuple[RunTrial, bool]:
@@ -208,6 +209,7 @@ class RayTuneScheduler:
         self.max_concurrent = max_concurrent
         self.isolate = isolate
         self.name = f"ray({address or 'local'})"
+        self._fits = 0  # the driver may call `run` once per round (edge extensions): one Tune experiment each
 
     @contextmanager
     def connect(self, todo: list[TrialSpec]) -> Iterator[int]:
@@ -217,6 +219,8 @@ class RayTuneScheduler:
     def run(self, todo: list[TrialSpec], events: TrialEvents) -> None:
         from ray import tune
 
+        self._fits += 1
+        name = self.run_name if self._fits == 1 else f"{self.run_name}-{self._fits}"
         by_id = {s.trial_id: s for s in todo}
         specs = {s.trial_id: s.model_dump(mode="json") for s in todo}
         resources = {s.trial_id: s.resources.model_dump() for s in todo}
@@ -265,7 +269,7 @@ class RayTuneScheduler:
             # Reusing the worker saves its start; with isolation it only ever holds the child's result.
             tune_config=tune.TuneConfig(max_concurrent_trials=self.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(
-                name=self.run_name,
+                name=name,
                 storage_path=os.path.join(tempfile.gettempdir(), "sift-bench-tune"),
                 failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
                 callbacks=[Relay()],

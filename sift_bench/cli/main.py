@@ -167,18 +167,21 @@ def plan(
 ) -> None:
     """Print what a suite would run: trials per task x method, how many are done, where each model comes
     from. Runs nothing, writes nothing."""
-    from sift_bench.cli.plan_view import detail_table, model_sources, summary_table, totals_line
+    from sift_bench.cli.plan_view import detail_table, model_sources, search_line, summary_table, totals_line
     from sift_bench.driver import default_results_dir, preflight, trial_statuses
     from sift_bench.expand import expand, plan_rows
     from sift_bench.suite import load_suite
 
     with user_errors():
         loaded = load_suite(suite)
-        rows = plan_rows(expand(loaded), trial_statuses(results or default_results_dir(loaded)))
+        specs = expand(loaded)
+        rows = plan_rows(specs, trial_statuses(results or default_results_dir(loaded)))
         sources = model_sources(loaded.models)
         preflight(loaded)
     console.print(detail_table(f"Suite {loaded.name}", rows) if detail else summary_table(rows))
     console.print(f"Suite [bold]{loaded.name}[/bold]: {totals_line(rows)}")
+    if extension := search_line(loaded, specs):
+        console.print(extension, highlight=False)
     console.print("Models:")
     for name, where, ok in sources:
         console.print(f"  {name}: " + (where if ok else f"[red]{where}[/red]"), highlight=False)

@@ -9,6 +9,8 @@ from typing import Any
 from rich.table import Table
 
 from sift_bench.errors import SiftBenchError
+from sift_bench.spec import TrialSpec
+from sift_bench.suite import Suite
 
 KIND_TEXT = {
     "alias": "alias, ships with a pip package",
@@ -59,6 +61,21 @@ def totals_line(rows: list[dict[str, Any]]) -> str:
     states = Counter(r["state"] for r in rows)
     failed = f", {states['failed']} of them failed before" if states["failed"] else ""
     return f"{len(rows)} trials ({len(rows) - states['done']} to run{failed}, {states['done']} done)"
+
+
+def search_line(suite: Suite, specs: list[TrialSpec]) -> str | None:
+    """With `search.extend_edges`, how many trials the driver may add beyond the grid (worst case)."""
+    from sift_bench.search import untuned_axes, worst_case_extensions
+
+    n = suite.search.extend_edges
+    if not n:
+        return None
+    line = (
+        f"search.extend_edges: {n} — the driver may add up to {worst_case_extensions(suite, specs)} trials beyond "
+        f"grid edges ({n} per numeric axis of 3+ values × cells × seeds)"
+    )
+    short = untuned_axes(specs)
+    return line + (f"; axes with fewer than 3 values are not extended ({', '.join(short)})" if short else "")
 
 
 def detail_table(title: str, rows: list[dict[str, Any]]) -> Table:
