@@ -11,6 +11,7 @@ import yaml
 
 from sift_bench.errors import SiftBenchError
 from sift_bench.expand import expand
+from sift_bench.search import worst_case_extensions
 from sift_bench.suite import SuiteError, load_suite, validate_suite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,8 +175,6 @@ def test_bad_suites_on_the_command_line_exit_2_without_a_traceback(tmp_path: Pat
 
 
 def test_heldout_selection_sets_every_trials_fraction_and_is_checked() -> None:
-    from sift_bench.expand import expand
-
     specs = expand(validate_suite(bad(selection="heldout"), "x.yaml"))
     assert {s.train.heldout_fraction for s in specs} == {0.1}
     specs = expand(validate_suite(bad(selection="heldout", heldout_fraction=0.25), "x.yaml"))
@@ -206,7 +205,8 @@ def test_flagship_suites_are_fair_and_their_headers_count_right(name: str) -> No
         rates = {s.train.learning_rate for s in specs if s.label == label}
         assert len(rates) >= 3, (name, label, rates)
     assert all(s.train.early_stopping is not None for s in specs)
-    assert f"{len(specs)} trials" in path.read_text()
+    worst = worst_case_extensions(suite, specs)
+    assert f"{len(specs)} trials" in path.read_text() and f"up to {worst}" in path.read_text()
 
 
 @pytest.mark.parametrize("name", FLAGSHIPS)
