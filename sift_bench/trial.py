@@ -32,7 +32,7 @@ from sift_bench.errors import SiftBenchError
 from sift_bench.methods import METHODS, PrepareContext
 from sift_bench.metrics import heldout_metric, metric_info
 from sift_bench.spec import ForgettingItem, Prediction, TrainSettings, TrialResult, TrialSpec
-from sift_bench.tasks import TASKS, Batch
+from sift_bench.tasks import TASKS, Batch, Task
 from sift_bench.trial_setup import (
     autocast_for,
     device_label,
@@ -113,12 +113,16 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
             return DataLoader(train_rows, batch_size=cfg.batch_size, sampler=order, collate_fn=collate)
         return DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True, generator=gen, collate_fn=collate)
 
-    dev_loaders = {
-        s: DataLoader(rows, batch_size=cfg.eval_batch_size, collate_fn=collate) for s, rows in dev_rows.items()
-    }
+    def eval_loader(rows: list[Any], order: list[int]) -> DataLoader:
+        return DataLoader([rows[i] for i in order], batch_size=cfg.eval_batch_size, collate_fn=collate)
+
+    # Scored in the task's eval order (GLUE: shortest first, so batches pad little); no score depends on it,
+    # and predictions are mapped back to their rows in the split.
+    dev_orders = {s: eval_order(task, rows, tokenizer) for s, rows in dev_rows.items()}
+    dev_loaders = {s: eval_loader(rows, dev_orders[s]) for s, rows in dev_rows.items()}
     # The held-out slice is scored under the first eval split's name, so its metrics are named like dev's.
     heldout_loaders = (
-        {task.eval_splits[0]: DataLoader(heldout_rows, batch_size=cfg.eval_batch_size, collate_fn=collate)}
+        {task.eval_splits[0]: eval_loader(heldout_rows, eval_order(task, heldout_rows, tokenizer))}
         if heldout_rows else {}
     )  # fmt: skip
     autocast = autocast_for(cfg.precision, device)
@@ -202,6 +206,10 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
                 "train_loss": loss_sum / max(micro, 1),
                 **task.evaluate(forward, dev_loaders, predictions=predictions),
             }
+            predictions = sorted(
+                (p.model_copy(update={"example": dev_orders[p.split][p.example]}) for p in predictions),
+                key=lambda p: (p.split, p.example),
+            )
             if heldout_loaders:
                 metrics |= {heldout_metric(k): v for k, v in task.evaluate(forward, heldout_loaders).items()}
             eval_seconds += time.perf_counter() - t0
@@ -249,6 +257,16 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     )
     record["peak_memory_bytes"], record["peak_reserved_bytes"] = _peak_memory(device)
     return TrialResult(**record, status="ok")
+
+
+# Off only to measure what the eval order saves (benchmarks/bench_budget_speedups.py).
+EVAL_BY_LENGTH = True
+
+
+def eval_order(task: Task, rows: list[Any], tokenizer: Any) -> list[int]:
+    """The order `rows` are scored in: the task's (`Task.eval_order`), else as given."""
+    order = task.eval_order(rows, tokenizer) if EVAL_BY_LENGTH else None
+    return list(range(len(rows))) if order is None else order
 
 
 def forgetting_record(probe: forgetting.Probe, after: forgetting.Scores) -> dict[str, Any]:

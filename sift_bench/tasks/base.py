@@ -62,6 +62,11 @@ class Task(ABC):
         """The training examples' order (a DataLoader sampler), or None for a seeded shuffle (the default)."""
         return None
 
+    def eval_order(self, examples: list[Example], tokenizer: Any) -> list[int] | None:
+        """The order to score examples in, or None: as given. Scores must not depend on it (each example is
+        scored alone under its attention mask); shortest first lets each batch pad to a similar length."""
+        return None
+
 
 # Filled by the explicit imports in sift_bench/tasks/__init__.py (one module per task family).
 TASKS: Registry[Task] = Registry("task")

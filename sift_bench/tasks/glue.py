@@ -151,6 +151,13 @@ class GlueTask(Task):
 
         return collate
 
+    def eval_order(self, examples: list[Example], tokenizer: Any) -> list[int]:
+        """Shortest first (untruncated token count; a stable sort, so ties keep file order)."""
+        a = [e["text_a"] for e in examples]
+        b = [e["text_b"] for e in examples] if self.fmt.text[1] else None
+        lengths = [len(ids) for ids in tokenizer(a, b)["input_ids"]]
+        return sorted(range(len(examples)), key=lengths.__getitem__)
+
     # -- scores ---------------------------------------------------------------------------------------
     def evaluate(
         self, forward: Forward, loaders: dict[str, Iterable[Batch]], predictions: list[Prediction] | None = None

@@ -138,6 +138,23 @@ def test_predictions_are_the_best_epochs_and_give_its_metrics(tiny_checkpoint: s
     assert scores["accuracy"] == pytest.approx(r.best["accuracy"]) and scores["f1"] == pytest.approx(r.best["f1"])
 
 
+def test_scoring_shortest_first_changes_no_score_and_maps_predictions_back(
+    tiny_checkpoint: str, glue_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from sift_bench import trial
+    from sift_bench.tasks import TASKS
+
+    s = spec(tiny_checkpoint, glue_dir, "sift", epochs=1, heldout_fraction=0.25)
+    rows = TASKS.get("mrpc").load(str(glue_dir), "dev", 24)
+    sorted_run = run_trial(s)
+    monkeypatch.setattr(trial, "EVAL_BY_LENGTH", False)
+    file_run = run_trial(s)
+    assert sorted_run.status == file_run.status == "ok", (sorted_run.error, file_run.error)
+    assert [p.label for p in sorted_run.predictions] == [str(r["label"]) for r in rows]  # each back on its row
+    assert [p.prediction for p in sorted_run.predictions] == [p.prediction for p in file_run.predictions]
+    assert sorted_run.best == pytest.approx(file_run.best, abs=1e-6)
+
+
 def test_heldout_split_is_disjoint_fixed_and_independent_of_the_seed():
     from sift_bench.trial_setup import split_heldout
 
