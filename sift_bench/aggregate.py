@@ -12,6 +12,9 @@ The selection metric is dev `<primary>` unless the trials held out part of the t
 (`train.heldout_fraction` > 0, a suite's `selection: heldout`): then it is `heldout_<primary>`, so the
 reported dev score played no part in the choice. Scores stay in raw units here (0.85, not 85);
 `Cell.display` scales percent metrics to points.
+
+Each cell also says whether its choice was tuned (`sift_bench.tuning`: per grid axis interior, at an edge, or
+untuned, judged over the configs that finished) and how many points the driver added beyond an edge.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ import pandas as pd
 from sift_bench.metrics import heldout_metric, metric_info
 from sift_bench.schema import metric_column
 from sift_bench.spec import Budget, TrialSpec
-from sift_bench.tuning import format_value, grid_text
+from sift_bench.tuning import AxisMark, axis_marks, format_value, grid_text, mark_legend, mark_text, marked_grid_text
 
-__all__ = ["Cell", "SeedStats", "aggregate", "format_value", "grid_text", "seed_stats"]
+__all__ = ["Cell", "SeedStats", "aggregate", "format_value", "grid_text", "seed_stats", "tuning_legend"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class Cell:
     # The chosen config's forgetting over its seeds (never used to choose), and its measure (None: not measured).
     forgetting: SeedStats = SeedStats(None, None, 0)
     forgetting_measure: str | None = None
+    axes: tuple[AxisMark, ...] = ()  # per grid axis: the values tried and the verdict on the choice; () without a grid
+    extended: int = 0  # points the driver added beyond an edge (the highest `extension` among the cell's trials)
 
     def display(self) -> tuple[float, float]:
         """(mean, std) in display units: points for percent metrics."""
@@ -86,6 +91,30 @@ class Cell:
     def chosen_text(self) -> str:
         """The chosen grid point in short form, e.g. "lr=1e-3, bs=16"; "" without a grid."""
         return grid_text(self.chosen)
+
+    def chosen_marked(self) -> str:
+        """The chosen grid point with its tuning marks: "lr=3e-3 ↑edge", "lr=1e-3 untuned"; "" without a grid."""
+        return marked_grid_text(self.chosen, self.axes, self.extended)
+
+    def tuning_text(self) -> str:
+        """The tuning marks alone: "lr ↑edge", "lr untuned", "ext 1"; "" when tuned inside or without a grid."""
+        return mark_text(self.axes, self.extended)
+
+    @property
+    def edge(self) -> bool:
+        return any(a.edge for a in self.axes)
+
+    @property
+    def untuned(self) -> bool:
+        return any(a.state == "untuned" for a in self.axes)
+
+
+def tuning_legend(cells: Iterable[Cell]) -> str:
+    """The line under a table saying what the tuning marks shown on `cells` mean (only those that occur); ""
+    when none does."""
+    cells = list(cells)
+    legend = mark_legend([a for c in cells for a in c.axes], extended=any(c.extended for c in cells))
+    return f"Tuning of the grid point chosen: {legend}." if legend else ""
 
 
 def aggregate(
@@ -131,6 +160,7 @@ def _cell(key: tuple[Any, ...], configs: dict[str, list[dict[str, Any]]]) -> Cel
     assert best_rows is not None  # every row has a measured dev score, and held-out only when all are measured
 
     m, t, v, b = key
+    chosen = _grid(best_rows[0])
     stats = seed_stats(r[metric_column(metric)] for r in best_rows)
     forgot = [r for r in best_rows if _measured(r.get("forgetting"))]
     return Cell(
@@ -139,11 +169,13 @@ def _cell(key: tuple[Any, ...], configs: dict[str, list[dict[str, Any]]]) -> Cel
         params=int(statistics.median(_count(r.get("trainable_params")) for r in best_rows)),
         memory_bytes=_positive_mean(r.get("peak_memory_bytes") for r in best_rows),
         train_seconds=_positive_mean(r.get("train_seconds") for r in best_rows),
-        chosen=_grid(best_rows[0]), selection="heldout" if heldout else "dev",
+        chosen=chosen, selection="heldout" if heldout else "dev",
         trial_ids=tuple(r["trial_id"] for r in best_rows), n_configs=len(configs),
         heldout_fraction=fraction if heldout else 0.0, selection_score=best_mean,
         forgetting=seed_stats(r["forgetting"] for r in forgot),
         forgetting_measure=forgot[0].get("forgetting_measure") if forgot else None,
+        axes=tuple(axis_marks([_grid(config_rows[0]) for config_rows in configs.values()], chosen)),
+        extended=max(_extension(r) for r in rows),
     )  # fmt: skip
 
 
@@ -160,6 +192,16 @@ def _grid(row: dict[str, Any]) -> dict[str, Any]:
         return dict(spec.grid)
     text = row.get("grid")
     return dict(json.loads(text)) if isinstance(text, str) and text.strip() else {}
+
+
+def _extension(row: dict[str, Any]) -> int:
+    """The row's extension (0: a point of the suite's grid): from its parsed spec, else the `extension` column;
+    tables from before extensions have neither: 0."""
+    spec = row.get("spec")
+    if isinstance(spec, TrialSpec):
+        return spec.extension
+    value = row.get("extension")
+    return int(value) if _measured(value) else 0
 
 
 def _measured(value: Any) -> bool:

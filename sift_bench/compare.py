@@ -44,6 +44,9 @@ point ("newly failed"), when such a seed is absent from the new run or the whole
 when the chosen configs' mean train time / peak memory grew by more than a ratio (`time_threshold`,
 `memory_threshold`; 0 turns the check off) and by more than a small absolute slack (timers and allocators
 jitter on tiny trials). A grid point present on one side only (the grid changed) is a note, not a flag.
+
+Each cell also shows the new run's tuning marks (`sift_bench.tuning`: "lr ↑edge", "lr untuned", "ext 1"), and
+the baseline's before them when they differ ("lr ↑edge -> tuned"); they never change a verdict.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from typing import Any
 
 import pandas as pd
 
-from sift_bench.aggregate import Cell, grid_text, seed_stats
+from sift_bench.aggregate import Cell, grid_text, seed_stats, tuning_legend
 from sift_bench.compare_cells import Side, by_grid_point, outside_grid, pair_sides, sides
 from sift_bench.compare_report import (
     CellComparison,
@@ -185,11 +188,14 @@ def compare_runs(
         [m for m in known if m not in NOT_METRICS], metric, tolerance, time_threshold, memory_threshold, predictions,
         forgetting,
     )  # fmt: skip
-    judged = [_compare_cell(b, n, note, rules) for b, n, note in pair_sides(sides(baseline.trials), sides(new.trials))]
+    base_sides, new_sides = sides(baseline.trials), sides(new.trials)
+    judged = [_compare_cell(b, n, note, rules) for b, n, note in pair_sides(base_sides, new_sides)]
     judged.sort(key=lambda pair: pair[0])
+    shown = [s.cell for s in (*base_sides.values(), *new_sides.values()) if s.cell is not None]
     return Comparison(
         baseline=str(baseline.path), new=str(new.path), suite=new.suite, tolerance=tolerance,
         time_threshold=time_threshold, memory_threshold=memory_threshold, cells=[c for _, c in judged],
+        tuning_legend=tuning_legend(shown),
     )  # fmt: skip
 
 
@@ -208,7 +214,8 @@ def _compare_cell(
     b_grid, n_grid = (dict(bs.grid) if bs else {}), (dict(ns.grid) if ns else {})
     cc = CellComparison(
         model=spec.model, task=spec.task, method=spec.label, base_method=spec.method, budget=Budget.text(spec.budget),
-        chosen=_chosen_text(b_grid if base else None, n_grid if new else None), base_grid=b_grid, new_grid=n_grid,
+        chosen=_chosen_text(b_grid if base else None, n_grid if new else None), tuning=_tuning_text(bc, nc),
+        base_grid=b_grid, new_grid=n_grid,
         base_config_key=bs.config_key if len(b_sel) and bs else None,
         new_config_key=ns.config_key if len(n_sel) and ns else None,
         n_configs=(nc or bc).n_configs if (nc or bc) else 1,
@@ -241,6 +248,16 @@ def _chosen_text(base: dict[str, Any] | None, new: dict[str, Any] | None) -> str
     if None in texts or texts[0] == texts[1]:
         return shown[0]
     return f"{texts[0] or '(no grid)'} -> {texts[1] or '(no grid)'}"
+
+
+def _tuning_text(base: Cell | None, new: Cell | None) -> str:
+    """The new cell's tuning marks ("lr ↑edge"), the baseline's before them when they differ ("lr untuned ->
+    tuned"); "" when tuned inside on both sides or without a grid."""
+    texts = [c.tuning_text() if c is not None else None for c in (base, new)]
+    if texts[0] is None or texts[1] is None or texts[0] == texts[1]:
+        return texts[1] if texts[1] is not None else texts[0] or ""
+    named = [t or ("tuned" if c is not None and c.axes else "no grid") for t, c in zip(texts, (base, new), strict=True)]
+    return " -> ".join(named)
 
 
 def _selection(base: Cell | None, new: Cell | None) -> str:

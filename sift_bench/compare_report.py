@@ -48,6 +48,10 @@ class CellComparison(BaseModel):
         "", description="The grid point each side chose: 'lr=1e-3', or 'lr=1e-3 -> lr=3e-3' when they differ; "
         "'' without a grid.",
     )  # fmt: skip
+    tuning: str = Field(
+        "", description="The new side's tuning marks (sift_bench.tuning): 'lr ↑edge', 'lr untuned', 'ext 1'; the "
+        "baseline's before them when they differ: 'lr untuned -> tuned'; '' when tuned inside or without a grid.",
+    )  # fmt: skip
     base_grid: dict[str, Any] = Field(default_factory=dict)
     new_grid: dict[str, Any] = Field(default_factory=dict)
     base_config_key: str | None = Field(None, description="The baseline's chosen config (None: none finished).")
@@ -92,6 +96,7 @@ class Comparison(BaseModel):
     time_threshold: float
     memory_threshold: float
     cells: list[CellComparison]
+    tuning_legend: str = Field("", description="What the tuning marks shown mean ('' when none is shown).")
 
     @property
     def configs(self) -> list[CellComparison]:
@@ -160,7 +165,7 @@ def row_cells(c: CellComparison) -> dict[str, str]:
     status = c.status if c.status != "compared" else (p.verdict if p else "n/a")
     return {
         "task": c.task, "method": c.method, "budget": c.budget, "model": c.model, "chosen": c.chosen,
-        "metric": p.metric if p else "-",
+        "tuning": c.tuning, "metric": p.metric if p else "-",
         "baseline": _fmt(p.base_mean, p.base_std, p.base_n) if p else "-",
         "new": _fmt(p.new_mean, p.new_std, p.new_n) if p else "-",
         "delta": _fmt_delta(p), "band": f"±{p.band:.2f} {p.band_kind}" if p and p.band is not None else "-",
@@ -177,6 +182,8 @@ def columns(cmp: Comparison) -> list[str]:
         cols.append("model")
     if any(c.chosen for c in cmp.cells):
         cols.append("chosen")  # each side's grid point: "lr=1e-3", or "lr=1e-3 -> lr=3e-3"
+    if any(c.tuning for c in cmp.cells):
+        cols.append("tuning")  # "lr ↑edge", "lr untuned -> tuned"
     cols += ["metric", "baseline", "new", "delta", "band"]
     if any(c.primary and c.primary.ci_low is not None for c in cmp.cells):
         cols.append("95% CI")  # new - base, from the bootstrap
@@ -204,7 +211,8 @@ def row_verdict(c: CellComparison) -> str:
 
 def to_rich(cmp: Comparison) -> Table:
     cols = columns(cmp)
-    table = Table(title=f"{cmp.suite}: {cmp.baseline} -> {cmp.new}")
+    table = Table(title=f"{cmp.suite}: {cmp.baseline} -> {cmp.new}", caption=cmp.tuning_legend or None,
+                  caption_justify="left")  # fmt: skip
     for col in cols:
         table.add_column(col, justify="right" if col in ("baseline", "new", "delta", "band", "95% CI") else "left")
     for c in cmp.cells:
@@ -235,4 +243,6 @@ def to_markdown(cmp: Comparison) -> str:
         if c.regressed:
             cells["verdict"] = "**REGRESSED**"
         lines.append("| " + " | ".join(cells[col].replace("|", "\\|") for col in cols) + " |")
+    if cmp.tuning_legend:
+        lines += ["", cmp.tuning_legend]
     return "\n".join(lines) + "\n"

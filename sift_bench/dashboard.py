@@ -57,16 +57,17 @@ pre { background: #f7f7f7; padding: 8px; overflow-x: auto; font-size: 0.85em; }
 
 def cell_frame(cells: list[Cell]) -> pd.DataFrame:
     """The aggregated cells as a frame for the plots: `method` is the variant label, `mean`/`std` are in
-    display units (points for % metrics), `chosen` the grid point chosen ("" without a grid); `forgetting`/
-    `forgetting_std` in the measure's units (NaN: not measured)."""
+    display units (points for % metrics), `chosen` the grid point chosen with its tuning marks, as the
+    leaderboard shows it ("lr=3e-3 ↑edge"; "" without a grid), `tuning` the marks alone ("lr ↑edge");
+    `forgetting`/`forgetting_std` in the measure's units (NaN: not measured)."""
     cols = ["model", "task", "method", "budget", "metric", "mean", "std", "n", "params", "memory_mib", "seconds",
-            "chosen", "selection", "forgetting", "forgetting_std", "forgetting_measure"]  # fmt: skip
+            "chosen", "selection", "forgetting", "forgetting_std", "forgetting_measure", "tuning"]  # fmt: skip
     rows = [
         [c.model, c.task, c.variant, Budget.text(c.budget), c.metric, *c.display(), c.n, c.params,
          math.nan if c.memory_bytes is None else c.memory_bytes / 2**20,
-         math.nan if c.train_seconds is None else c.train_seconds, c.chosen_text(), c.selection,
+         math.nan if c.train_seconds is None else c.train_seconds, c.chosen_marked(), c.selection,
          math.nan if c.forgetting.mean is None else c.forgetting.mean, c.forgetting.std or 0.0,
-         c.forgetting_measure or ""]
+         c.forgetting_measure or "", c.tuning_text()]
         for c in cells
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
@@ -81,7 +82,7 @@ def _method_colors(methods: list[str]) -> dict[str, str]:
 
 
 def _hover(budget: str, n: int, chosen: str) -> str:
-    """A point's hover line: its budget, seeds and chosen grid point."""
+    """A point's hover line: its budget, seeds and chosen grid point with its tuning marks."""
     return f"budget {budget}, n={n}" + (f", {chosen}" if chosen else "")
 
 
@@ -265,6 +266,8 @@ def regression_html(cmp: Comparison) -> tuple[str, go.Figure | None]:
             parts.append(f"<td{css}>{html.escape(cells[col])}</td>")
         parts.append("</tr>")
     parts.append("</tbody></table>")
+    if cmp.tuning_legend:
+        parts.append(f'<p class="meta">{html.escape(cmp.tuning_legend)}</p>')
 
     changes = [c for c in cmp.cells if c.primary and c.primary.delta is not None]
     if not changes:
@@ -346,7 +349,8 @@ def build_dashboard(
     body.append(
         '<h2 id="budget-curves">Budget curves</h2><p class="meta">Metric vs trainable parameters (task head '
         "excluded), one line per method; error bars: std over seeds (the paper's Figure 6); hover for the "
-        f'grid point chosen.</p><p class="meta" id="selection-rule">{html.escape(rules)}</p>'
+        "grid point chosen and its tuning marks (see the leaderboard).</p>"
+        f'<p class="meta" id="selection-rule">{html.escape(rules)}</p>'
     )
     for i, fig in enumerate(budget_curves(cfg, colors)):
         figs.append((f"budget-{i}", fig))

@@ -1,9 +1,10 @@
 """The Table-2-style leaderboard: methods x tasks, mean +- std over seeds, an average column, parameters.
 
 Its cells come from `sift_bench.aggregate` (per method and budget, the grid point with the best mean over
-seeds), the same cells the dashboard plots; each shows the grid point chosen, and a line under the table
-states the selection rule. Knob-less methods (full, classifier_only) have no budget and stay in the table
-whatever `--budget` filter is given: they are the references.
+seeds), the same cells the dashboard plots; each shows the grid point chosen with its tuning marks
+(`sift_bench.tuning`: "↑edge", "untuned", "ext 1"; explained under the table when they occur), and a line
+under the table states the selection rule. Knob-less methods (full, classifier_only) have no budget and stay
+in the table whatever `--budget` filter is given: they are the references.
 
 With per-example predictions (predictions.parquet), each (model, task, budget) comparison marks its best
 cell ★ and each cell a paired bootstrap over dev examples (`sift_bench.significance`) cannot tell from it ≈.
@@ -26,7 +27,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from sift_bench.aggregate import Cell, aggregate
+from sift_bench.aggregate import Cell, aggregate, tuning_legend
 from sift_bench.defaults import CONFIDENCE, N_RESAMPLES
 from sift_bench.errors import SiftBenchError
 from sift_bench.forgetting_bootstrap import UNITS, stats_text, units
@@ -106,9 +107,9 @@ class Leaderboard:
         return stats_text(f.mean, f.std, f.n, cell.forgetting_measure) + (f" {mark}" if mark else "")
 
     def cell_text(self, cell: Cell) -> str:
-        """Score, significance mark and chosen grid point: "85.00 ± 7.07 ★ (lr=1e-3)"."""
+        """Score, significance mark and chosen grid point with its tuning marks: "85.00 ± 7.07 ★ (lr=1e-3 ↑edge)"."""
         mark = self.marks.get(cell_key(cell), "")
-        chosen = cell.chosen_text()
+        chosen = cell.chosen_marked()
         return cell.text() + (f" {mark}" if mark else "") + (f" ({chosen})" if chosen else "")
 
     def cells(self, row: Row) -> list[str]:
@@ -147,11 +148,13 @@ class Leaderboard:
         more = len(self.notes) - _MAX_NOTES
         gridded = any(c.chosen for row in self.rows for c in row.cells.values())
         partial = any(not row.average(self.tasks)[1] for row in self.rows)
+        tuning = tuning_legend(c for row in self.rows for c in row.cells.values())
         return [
             "Mean ± std over seeds of dev"
             + ("; (…) = the grid point chosen" if gridded else "")
             + ("; * = average over the tasks present" if partial else "")
             + ".",
+            *([tuning] if tuning else []),
             *self.rules,
             self.legend,
             *self.forgetting_footer(),
@@ -180,7 +183,9 @@ class Leaderboard:
         for t in self.tasks:
             cols += [f"{t}.{c}" for c in ("metric", "mean", "std", "n", "chosen", "selection", "mark")]
         forgot = self.forgetting_tasks  # after avg, so the columns before it stay where they were
-        w.writerow([*cols, "avg", *[f"{t}.forgetting_{c}" for t in forgot for c in _FORGETTING_CSV]])
+        # The tuning marks last, for the same reason: "lr ↑edge", "lr untuned", "ext 1"; "" when tuned inside.
+        w.writerow([*cols, "avg", *[f"{t}.forgetting_{c}" for t in forgot for c in _FORGETTING_CSV],
+                    *[f"{t}.tuning" for t in self.tasks]])  # fmt: skip
         for r in self.rows:
             out: list[Any] = [r.model, r.method, r.base_method, Budget.text(r.budget, ""), r.trainable_params]
             for t in self.tasks:
@@ -200,6 +205,7 @@ class Leaderboard:
                 else:
                     out += [c.forgetting_measure, f.mean, "" if f.std is None else f.std, f.n,
                             self.forgetting_marks.get(cell_key(c), "")]  # fmt: skip
+            out += [r.cells[t].tuning_text() if t in r.cells else "" for t in self.tasks]
             w.writerow(out)
         return buf.getvalue()
 

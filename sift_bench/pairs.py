@@ -4,7 +4,8 @@ For each (model, task, budget) where both labels have a cell (`sift_bench.aggreg
 the best mean over seeds), the paired bootstrap of `sift_bench.significance` over dev examples, pooled
 over the chosen configs' seeds, gives A - B and its interval. A knob-less method (full, classifier_only:
 no budget) is a reference: it is paired with every budget of the other side, as the leaderboard's marks do.
-A row's verdict is "A better" / "B better" when the interval excludes 0, else "indistinguishable".
+A row's verdict is "A better" / "B better" when the interval excludes 0, else "indistinguishable". Each
+side's chosen grid point carries its tuning marks ("lr=3e-3 ↑edge", `sift_bench.tuning`), as on the leaderboard.
 
 With `metric="forgetting"` (`sift-bench pairs RESULTS A B --metric forgetting`) the statistic is the
 difference of forgetting (`sift_bench.forgetting`; lower is better), with the paired bootstrap over the items
@@ -24,7 +25,7 @@ from typing import Any
 
 from rich.table import Table
 
-from sift_bench.aggregate import Cell, aggregate
+from sift_bench.aggregate import Cell, aggregate, tuning_legend
 from sift_bench.defaults import CONFIDENCE, N_RESAMPLES
 from sift_bench.errors import SiftBenchError
 from sift_bench.evaluators.glue import GLUE_METRICS
@@ -126,12 +127,14 @@ class PairReport:
             found = sorted({p.a.forgetting_measure for p in self.pairs if p.a.forgetting_measure})
             units = "forgetting, lower is better: " + ", ".join(f"{m} in {UNITS.get(m, '?')}" for m in found)
             items = "items of the forgetting sample"
+        tuning = tuning_legend(c for p in self.pairs for c in (p.a, p.b))
         return [
             f"{self.a} − {self.b}: mean over seeds of {self.a}'s chosen config minus {self.b}'s, on the {items} "
             f"both have ({units}); {self.confidence:.0%} interval of a paired bootstrap over {items} pooled "
             f"over seeds ({self.n_resamples} resamples). A knob-less method (full, classifier_only: no budget) is "
             "paired with every budget of the other side.",
             *self.rules,
+            *([tuning] if tuning else []),
             *list(dict.fromkeys(p.note for p in self.pairs if p.note)),
             self.summary_line(),
         ]
@@ -158,7 +161,7 @@ class PairReport:
 
 
 def _chosen(cell: Cell) -> str:
-    return cell.chosen_text() or "-"
+    return cell.chosen_marked() or "-"
 
 
 def _cell_mean(cell: Cell, metric: str) -> str:

@@ -14,6 +14,9 @@ The values an axis has are the ones tried in the cell, extension points included
 point beyond an edge (`sift_bench.search`), the choice is judged against the widened axis. `next_value` is
 that extension point: one more step beyond the edge, at the ratio of the axis's outermost step (for positive
 values, e.g. learning rates 1e-4, 3e-4, 1e-3 -> 3.3e-3), else at its difference.
+
+Every report shows the verdict the same way: `mark_text` ("lr ↑edge"), `marked_grid_text` ("lr=3e-3 ↑edge")
+and, under a table, `mark_legend`.
 """
 
 from __future__ import annotations
@@ -112,6 +115,16 @@ def format_value(value: Any) -> str:
 SYMBOLS: dict[State, str] = {"interior": "", "low": "↓edge", "high": "↑edge", "untuned": "untuned", "categorical": ""}
 
 
+def marked_grid_text(point: Mapping[str, Any], marks: Iterable[AxisMark], extended: int = 0) -> str:
+    """A chosen grid point with each axis's mark beside its value, for tables: "lr=3e-3 ↑edge",
+    "lr=1e-3 untuned, bs=16", "lr=3.33e-3, ext 1"; "" for the empty point (no grid)."""
+    symbols = {m.name: SYMBOLS[m.state] for m in marks}
+    parts = [grid_text({k: v}) + (f" {symbols[k]}" if symbols.get(k) else "") for k, v in point.items()]
+    if extended:
+        parts.append(f"ext {extended}")
+    return ", ".join(parts)
+
+
 def mark_text(marks: Iterable[AxisMark], extended: int = 0) -> str:
     """A short verdict for tables: "" when every numeric axis was chosen inside a tuned grid, else e.g.
     "lr ↑edge" or "lr untuned"; "ext 2" when the driver extended the cell's grid twice."""
@@ -124,3 +137,21 @@ def mark_text(marks: Iterable[AxisMark], extended: int = 0) -> str:
     if extended:
         parts.append(f"ext {extended}")
     return ", ".join(parts)
+
+
+def mark_legend(marks: Iterable[AxisMark], extended: bool = False) -> str:
+    """What the marks that occur among `marks` (and "ext k", when `extended`) mean; "" when none occurs."""
+    states = {m.state for m in marks}
+    parts = []
+    if "interior" in states:  # said too, so that a reader can tell a tuned choice from one never judged
+        parts.append(f"no mark = tuned: chosen inside {MIN_TUNED_POINTS}+ values tried")
+    if states & {"low", "high"}:
+        parts.append(
+            f"↑edge/↓edge = chosen at the largest/smallest of {MIN_TUNED_POINTS}+ values tried: the optimum may "
+            "lie beyond"
+        )
+    if "untuned" in states:
+        parts.append(f"untuned = fewer than {MIN_TUNED_POINTS} values tried")
+    if extended:
+        parts.append("ext k = the driver added k points beyond an edge (search.extend_edges)")
+    return "; ".join(parts)

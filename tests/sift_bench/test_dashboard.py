@@ -146,8 +146,10 @@ def test_chosen_grid_point_rule_and_marks(tmp_path: Path) -> None:
                                trainable_params=1000 if budget else 10**6))  # fmt: skip
     factory_write_run(tmp_path, rows)
     page = build_dashboard([tmp_path])
-    assert "95.00 ± 0.00 ★ (lr=1e-5)" in page and "60.00 ± 0.00 (lr=1e-3)" in page  # the table
-    assert "budget 0.8%, n=2, lr=1e-3" in page  # the budget curve's hover text
+    # The table, each choice marked by the edge rule (sift_bench.tuning): 1 and 2 learning rates are untuned.
+    assert "95.00 ± 0.00 ★ (lr=1e-5 untuned)" in page and "60.00 ± 0.00 (lr=1e-3 untuned)" in page
+    assert "budget 0.8%, n=2, lr=1e-3 untuned" in page  # the budget curve's hover text
+    assert "untuned = fewer than 3 values tried" in page
     assert page.count("the grid point with the best mean over 2 seeds of dev accuracy") == 2  # table + curves
     assert "paired bootstrap over dev examples" in page
 

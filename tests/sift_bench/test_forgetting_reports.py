@@ -160,9 +160,10 @@ def test_leaderboard_forgetting_column_at_the_chosen_grid_point(run: Path, tmp_p
     assert (
         csv_rows["adapter"]["sst2.forgetting_mean"] == "" and csv_rows["classifier_only"]["sst2.forgetting_mark"] == "★"
     )
-    assert list(csv_rows["sift"])[-6:] == [
+    assert list(csv_rows["sift"])[-7:] == [  # after avg, then the tuning marks (added later) last
         "avg",
         *[f"sst2.forgetting_{c}" for c in ("measure", "mean", "std", "n", "mark")],
+        "sst2.tuning",
     ]
 
 

@@ -111,7 +111,9 @@ def test_writes_markdown_csv_and_prints(run: Path, tmp_path: Path) -> None:
     board, md, csv_path = write_leaderboard(run, out_dir=tmp_path / "lb")
     text = md.read_text()
     assert "| method | budget | params | mrpc (accuracy) | rte (accuracy) | stsb (pearson) | avg |" in text
-    assert "| sift | 0.8% | 1.0K | 85.00 ± 7.07 (lr=1e-3) | 71.00 ± 1.41 | 88.00 | 81.33 |" in text
+    # Two learning rates tried: the choice is marked untuned (the edge rule, sift_bench.tuning).
+    assert "| sift | 0.8% | 1.0K | 85.00 ± 7.07 (lr=1e-3 untuned) | 71.00 ± 1.41 | 88.00 | 81.33 |" in text
+    assert "Tuning of the grid point chosen: untuned = fewer than 3 values tried." in text
     assert (
         "Selection: for each method and budget, the grid point with the best mean over 1-2 seeds of dev primary "
         "metric (each trial at its best dev epoch; dev is also reported, so these scores are optimistic)."
@@ -121,6 +123,7 @@ def test_writes_markdown_csv_and_prints(run: Path, tmp_path: Path) -> None:
     sift = next(r for r in rows if r["method"] == "sift")
     assert float(sift["mrpc.mean"]) == pytest.approx(85.0) and sift["mrpc.n"] == "2"
     assert sift["mrpc.chosen"] == "lr=1e-3" and sift["mrpc.selection"] == "dev" and sift["mrpc.mark"] == ""
+    assert sift["mrpc.tuning"] == "lr untuned" and sift["rte.tuning"] == ""  # rte: no grid
     out = Console(file=io.StringIO(), width=200)
     out.print(board.to_rich())
     assert "85.00 ± 7.07" in out.file.getvalue()
@@ -134,7 +137,7 @@ def test_heldout_rule_line(tmp_path: Path) -> None:
     s = write_run(tmp_path, rows)
     board = build(trials(s))
     text = board.to_markdown()
-    assert "| lora | 0.8% | 1.0K | 70.00 ± 0.00 (lr=1e-4) | 70.00 |" in text
+    assert "| lora | 0.8% | 1.0K | 70.00 ± 0.00 (lr=1e-4 untuned) | 70.00 |" in text
     assert (
         "Selection: for each method and budget, the grid point with the best mean over 3 seeds of accuracy on a "
         "held-out 10% of the training set (each trial's best epoch picked there too; dev reported"
@@ -173,7 +176,7 @@ def test_significance_marks(tmp_path: Path) -> None:
     text = lambda method, budget: board.cells(rows[(method, budget)])[3]  # noqa: E731
     assert text("full", "None") == "95.00 ± 0.00 ★0.8%"
     assert text("lora", "0.8%") == "95.00 ± 0.00 ≈"
-    assert text("sift", "0.8%") == "70.00 ± 0.00 (lr=1e-3)"  # clearly worse: no mark
+    assert text("sift", "0.8%") == "70.00 ± 0.00 (lr=1e-3 untuned)"  # clearly worse: no mark
     assert text("lora", "2%") == "100.00 ± 0.00 ★"
     legend = md.read_text()
     assert "★ best per task and budget" in legend and "(1000 resamples)" in legend and "95% interval" in legend
