@@ -10,6 +10,7 @@ killed driver loses at most the trials in flight and the next run skips every tr
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ class RunSummary:
     trial_seconds: float = 0.0  # summed wall time inside run_trial, every attempt
     slots: int = 1  # trials that could run at once
     failed_ids: list[str] = field(default_factory=list)
+    early_stopping: bool = False  # some trial to run has `train.early_stopping`
+    trial_epochs: int = 0  # the epochs the trials that ran planned (ceil of train.epochs, each)
+    epochs_saved: int = 0  # of those, the epochs that early stopping left out
 
     @property
     def overhead(self) -> float | None:
@@ -93,6 +97,10 @@ class _Recorder:
         s = self.summary
         s.ran += 1
         s.trial_seconds += trial_seconds
+        planned = math.ceil(spec.train.epochs)
+        s.trial_epochs += planned
+        if result.stopped_epoch is not None:
+            s.epochs_saved += planned - result.stopped_epoch
         if result.status == "ok":
             s.ok += 1
         else:
@@ -151,6 +159,7 @@ def run_suite(
     done = store.done_ids()
     todo = [s for s in planned if s.trial_id not in done]
     summary = RunSummary(store.root, planned=len(planned), skipped=len(planned) - len(todo))
+    summary.early_stopping = any(s.train.early_stopping is not None for s in todo)
     console.print(
         f"Suite [bold]{suite.name}[/bold]: {len(planned)} trials, {summary.skipped} already done, "
         f"{len(todo)} to run -> {store.root}"
@@ -182,10 +191,17 @@ def run_suite(
                 trial_seconds=round(summary.trial_seconds, 3),
                 slots=summary.slots,
                 overhead=None if overhead is None else round(overhead, 4),
+                trial_epochs=summary.trial_epochs,
+                epochs_saved=summary.epochs_saved,
             )
     console.print(
         f"Done in {summary.wall_seconds:.1f} s: {summary.ok} ok, {summary.failed} failed"
         + (f"; time outside trials {overhead:.1%} of {summary.slots} slot(s)" if overhead is not None else "")
+        + (
+            f"; early stopping saved {summary.epochs_saved} of {summary.trial_epochs} trial-epochs"
+            if summary.early_stopping
+            else ""
+        )
         + f". Tables in {store.root}/"
     )
     return summary
