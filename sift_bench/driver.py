@@ -11,6 +11,7 @@ killed driver loses at most the trials in flight and the next run skips every tr
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -43,6 +44,9 @@ class RunSummary:
     trial_seconds: float = 0.0  # summed wall time inside run_trial, every attempt
     slots: int = 1  # trials that could run at once
     failed_ids: list[str] = field(default_factory=list)
+    early_stopping: bool = False  # some trial to run has `train.early_stopping`
+    trial_epochs: int = 0  # the epochs the trials that ran planned (ceil of train.epochs, each)
+    epochs_saved: int = 0  # of those, the epochs that early stopping left out
 
     @property
     def overhead(self) -> float | None:
@@ -100,6 +104,10 @@ class _Recorder:
         if spec.extension:
             s.extended += 1
         s.trial_seconds += trial_seconds
+        planned = math.ceil(spec.train.epochs)
+        s.trial_epochs += planned
+        if result.stopped_epoch is not None:
+            s.epochs_saved += planned - result.stopped_epoch
         if result.status == "ok":
             s.ok += 1
         else:
@@ -159,6 +167,7 @@ def run_suite(
     done = store.done_ids()
     todo = [s for s in planned if s.trial_id not in done]
     summary = RunSummary(store.root, planned=len(planned), skipped=len(planned) - len(todo))
+    summary.early_stopping = any(s.train.early_stopping is not None for s in todo)
     console.print(
         f"Suite [bold]{suite.name}[/bold]: {len(planned)} trials, {summary.skipped} already done, "
         f"{len(todo)} to run -> {store.root}"
@@ -178,6 +187,11 @@ def run_suite(
             f"Done in {summary.wall_seconds:.1f} s: {summary.ok} ok, {summary.failed} failed"
             + (f" ({summary.extended} beyond grid edges)" if summary.extended else "")
             + (f"; time outside trials {overhead:.1%} of {summary.slots} slot(s)" if overhead is not None else "")
+            + (
+                f"; early stopping saved {summary.epochs_saved} of {summary.trial_epochs} trial-epochs"
+                if summary.early_stopping
+                else ""
+            )
             + f". Tables in {store.root}/"
         )
     return summary
@@ -272,4 +286,6 @@ class _Session:
             trial_seconds=round(s.trial_seconds, 3),
             slots=s.slots,
             overhead=None if overhead is None else round(overhead, 4),
+            trial_epochs=s.trial_epochs,
+            epochs_saved=s.epochs_saved,
         )

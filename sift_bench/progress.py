@@ -17,13 +17,19 @@ def describe(s: TrialSpec) -> str:
 
 
 def score(result: TrialResult) -> str:
-    """The primary metric of an ok trial, or the last line of a failed trial's error."""
+    """The primary metric of an ok trial (and its best epoch when early stopping ended it), or the last line
+    of a failed trial's error."""
     if result.status != "ok":
         first = (result.error or "failed").strip().splitlines()
         return f"[red]failed[/red]: {first[-1][:300] if first else ''}"
     name = result.primary_metric
     value = result.best.get(name) if name else None
-    return f"{name}={value:.4f}" if value is not None else "ok"
+    stopped = (
+        f" (best epoch {result.best_epoch}, stopped at {result.stopped_epoch})"
+        if result.stopped_epoch is not None
+        else ""
+    )
+    return (f"{name}={value:.4f}" if value is not None else "ok") + stopped
 
 
 class ProgressView:

@@ -5,9 +5,9 @@
 
 `run_trial(spec) -> TrialResult` is a pure function of its spec: the same function runs under pytest, the
 CLI, Ray Tune and a Ray Job. It reads top to bottom: seed, data, model, method (SIFT selects on the
-first training batches), optimizer, loop, eval, result; the set-up steps are the small functions of
-`trial_setup.py`, which `sift-bench analyze` reuses. A failure (an out-of-memory error included)
-comes back as status="failed" with the error text, never as an exception.
+first training batches), optimizer, loop, eval, early stopping (`train.early_stopping`), result; the set-up
+steps are the small functions of `trial_setup.py`, which `sift-bench analyze` reuses. A failure (an
+out-of-memory error included) comes back as status="failed" with the error text, never as an exception.
 """
 
 from __future__ import annotations
@@ -161,12 +161,13 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     select = heldout_metric(task.primary_metric) if heldout_loaders else task.primary_metric
     best: tuple[int, dict[str, float], list[Prediction]] | None = None
     # The evaluators score the best epoch's weights: keep a CPU copy of them while a later epoch may follow.
-    keep_best_weights = bool(spec.evaluators) and math.ceil(cfg.epochs) > 1
+    n_epochs = math.ceil(cfg.epochs)  # a fractional last epoch is cut by total_steps
+    keep_best_weights = bool(spec.evaluators) and n_epochs > 1
     best_weights: dict[str, torch.Tensor] | None = None
     after: forgetting.Scores | None = None  # the forgetting measure on the best epoch's weights
     bar = _progress_bar(show_progress, total_steps, f"{spec.method} {spec.task}")
     with bar as progress:
-        for epoch in range(math.ceil(cfg.epochs)):
+        for epoch in range(n_epochs):
             if step >= total_steps:
                 break
             t0 = time.perf_counter()
@@ -214,10 +215,8 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
                 metrics |= {heldout_metric(k): v for k, v in task.evaluate(forward, heldout_loaders).items()}
             eval_seconds += time.perf_counter() - t0
             epochs.append(metrics)
-            score = metrics[select]
-            kept = None if best is None else best[1][select]
             # Ties keep the earlier epoch.
-            if kept is None or info.is_better(score, kept):
+            if best is None or info.is_better(metrics[select], best[1][select]):
                 best = (epoch + 1, metrics, predictions)
                 if probe is not None:  # measured on each new best, so the scored epoch's weights have it
                     t0 = time.perf_counter()
@@ -228,6 +227,14 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
                     forgetting_seconds += time.perf_counter() - t0
                 if keep_best_weights:
                     best_weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+            # -- early stopping: `patience` epochs without a better selection score end the trial ---------
+            # Only while epochs remain: a trial that ends on its last epoch (or on max_steps) was not stopped.
+            stalled = epoch + 1 - best[0]
+            more_to_run = epoch + 1 < n_epochs and step < total_steps
+            if cfg.early_stopping is not None and stalled >= cfg.early_stopping.patience and more_to_run:
+                record["stopped_epoch"] = epoch + 1
+                break
 
     # -- evaluators (MMLU, HumanEval): the best epoch's weights, recorded with the best epoch ----------------
     assert best is not None
@@ -351,6 +358,7 @@ def summary_table(result: TrialResult) -> Any:
         f"trainable {result.trainable_params:,} (+ head {result.head_params:,}) of {result.total_params:,} · "
         f"train {result.train_seconds:.1f}s · {result.tokens_per_second:,.0f} tok/s · "
         f"peak {result.peak_memory_bytes / 2**20:,.0f} MiB · {result.device}"
+        + (f" · stopped early after epoch {result.stopped_epoch}" if result.stopped_epoch is not None else "")
     ))  # fmt: skip
     table.add_column("epoch", justify="right")
     for k in keys:
