@@ -69,7 +69,8 @@ peak_reserved_bytes, isolated and the forgetting columns): all null. Their peak_
 processes that trials shared, so it may hold earlier trials' memory. Schema 1-4 (before extension and
 stopped_epoch): extension 0 (no suite extended edges then), stopped_epoch null (no early stopping then).
 
-evals.parquet -- one row per trial x epoch x metric: trial_id str, epoch int64 (1-based), metric str, value float
+evals.parquet -- one row per trial x epoch x metric: trial_id str, epoch int64 (1-based), metric str, value float.
+    Under held-out selection, dev metrics only on the epochs that became the best on the held-out slice.
 
 predictions.parquet -- one row per trial x split x example of the best epoch's dev predictions:
     trial_id str, split str, example int64 (0-based row of the split), prediction str, label str (text, so

@@ -160,6 +160,10 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     # The best epoch is picked on the held-out slice when there is one, so dev is only reported, never used.
     select = heldout_metric(task.primary_metric) if heldout_loaders else task.primary_metric
     best: tuple[int, dict[str, float], list[Prediction]] | None = None
+
+    def improves(score: float) -> bool:  # ties keep the earlier epoch
+        return best is None or info.is_better(score, best[1][select])
+
     # The evaluators score the best epoch's weights: keep a CPU copy of them while a later epoch may follow.
     n_epochs = math.ceil(cfg.epochs)  # a fractional last epoch is cut by total_steps
     keep_best_weights = bool(spec.evaluators) and n_epochs > 1
@@ -201,22 +205,24 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
                 with autocast():
                     return m(**to_device(batch, device))
 
+            held = (
+                {heldout_metric(k): v for k, v in task.evaluate(forward, heldout_loaders).items()}
+                if heldout_loaders else {}
+            )  # fmt: skip
+            # With held-out selection, dev is only reported: it is scored on the epochs that become the best
+            # (the only dev scores a report reads), not on every epoch.
+            dev: dict[str, float] = {}
             predictions: list[Prediction] = []
-            metrics = {
-                "epoch": float(epoch + 1),
-                "train_loss": loss_sum / max(micro, 1),
-                **task.evaluate(forward, dev_loaders, predictions=predictions),
-            }
-            predictions = sorted(
-                (p.model_copy(update={"example": dev_orders[p.split][p.example]}) for p in predictions),
-                key=lambda p: (p.split, p.example),
-            )
-            if heldout_loaders:
-                metrics |= {heldout_metric(k): v for k, v in task.evaluate(forward, heldout_loaders).items()}
+            if not held or DEV_EVERY_EPOCH or improves(held[select]):
+                dev = task.evaluate(forward, dev_loaders, predictions=predictions)
+                predictions = sorted(
+                    (p.model_copy(update={"example": dev_orders[p.split][p.example]}) for p in predictions),
+                    key=lambda p: (p.split, p.example),
+                )
+            metrics = {"epoch": float(epoch + 1), "train_loss": loss_sum / max(micro, 1), **dev, **held}
             eval_seconds += time.perf_counter() - t0
             epochs.append(metrics)
-            # Ties keep the earlier epoch.
-            if best is None or info.is_better(metrics[select], best[1][select]):
+            if improves(metrics[select]):
                 best = (epoch + 1, metrics, predictions)
                 if probe is not None:  # measured on each new best, so the scored epoch's weights have it
                     t0 = time.perf_counter()
@@ -266,8 +272,10 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
     return TrialResult(**record, status="ok")
 
 
-# Off only to measure what the eval order saves (benchmarks/bench_budget_speedups.py).
+# Off only to measure what each saves (benchmarks/bench_trial_speedups.py): scoring shortest first, and
+# scoring dev only on new-best epochs when a held-out slice selects.
 EVAL_BY_LENGTH = True
+DEV_EVERY_EPOCH = False
 
 
 def eval_order(task: Task, rows: list[Any], tokenizer: Any) -> list[int]:
