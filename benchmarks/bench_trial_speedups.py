@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for k, v in r.best.items()
                 if k in base.best
             ),
+            "max_abs_metric_difference": max(abs(v - base.best[k]) for k, v in r.best.items() if k in base.best),
             "same_predictions": [p.prediction for p in r.predictions] == [p.prediction for p in base.predictions],
             "forgetting": r.forgetting,
         }

@@ -114,7 +114,11 @@ def _run(spec: TrialSpec, record: dict[str, Any], show_progress: bool) -> TrialR
         return DataLoader(train_rows, batch_size=cfg.batch_size, shuffle=True, generator=gen, collate_fn=collate)
 
     def eval_loader(rows: list[Any], order: list[int]) -> DataLoader:
-        return DataLoader([rows[i] for i in order], batch_size=cfg.eval_batch_size, collate_fn=collate)
+        # Its own generator: each pass over a DataLoader draws a seed from it, and from the global generator
+        # (dropout's) without one, so how often dev is scored would change the training that follows.
+        return DataLoader(
+            [rows[i] for i in order], batch_size=cfg.eval_batch_size, collate_fn=collate, generator=torch.Generator()
+        )
 
     # Scored in the task's eval order (GLUE: shortest first, so batches pad little); no score depends on it,
     # and predictions are mapped back to their rows in the split.

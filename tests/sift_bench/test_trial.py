@@ -155,6 +155,30 @@ def test_scoring_shortest_first_changes_no_score_and_maps_predictions_back(
     assert sorted_run.best == pytest.approx(file_run.best, abs=1e-6)
 
 
+def test_how_often_dev_is_scored_changes_no_training(
+    tiny_checkpoint: str, glue_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """Scoring dev only on new-best epochs (held-out selection) must leave the trial as it was: an eval pass
+    must not draw from the generator dropout uses."""
+    from sift_bench import trial
+
+    import shutil
+
+    dropout = tmp_path / "tiny_bert_dropout"  # dropout draws from the global generator: the one at stake
+    shutil.copytree(tiny_checkpoint, dropout)
+    model = tiny_bert()
+    model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.1
+    model.save_pretrained(dropout)
+    s = spec(str(dropout), glue_dir, "full", epochs=3, heldout_fraction=0.25)
+    sparse = run_trial(s)
+    monkeypatch.setattr(trial, "DEV_EVERY_EPOCH", True)
+    every = run_trial(s)
+    assert sparse.status == every.status == "ok", (sparse.error, every.error)
+    assert sum("accuracy" in e for e in every.epochs) == 3
+    assert [e["heldout_eval_loss"] for e in sparse.epochs] == [e["heldout_eval_loss"] for e in every.epochs]
+    assert sparse.best == every.best and sparse.predictions == every.predictions
+
+
 def test_heldout_split_is_disjoint_fixed_and_independent_of_the_seed():
     from sift_bench.trial_setup import split_heldout
 
