@@ -160,9 +160,9 @@ def test_how_often_dev_is_scored_changes_no_training(
 ):
     """Scoring dev only on new-best epochs (held-out selection) must leave the trial as it was: an eval pass
     must not draw from the generator dropout uses."""
-    from sift_bench import trial
-
     import shutil
+
+    from sift_bench import trial
 
     dropout = tmp_path / "tiny_bert_dropout"  # dropout draws from the global generator: the one at stake
     shutil.copytree(tiny_checkpoint, dropout)
