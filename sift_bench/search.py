@@ -54,7 +54,7 @@ def plan_extensions(suite: Suite, planned: list[TrialSpec], trials: pd.DataFrame
         if cell is None or not all(s.trial_id in ok for s in specs):
             continue
         new = []
-        for mark in axis_marks(_points(specs), cell.chosen):
+        for mark in cell.axes:  # the selection already judged each axis over the cell's finished configs
             if not mark.edge:
                 continue
             made, note = _extend(suite, specs, cell, mark, limit)
