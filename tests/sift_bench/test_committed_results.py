@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sift_bench.expand import expand
-from sift_bench.results import read_manifest, read_predictions, read_trials, trials_frame
+from sift_bench.results import load_run, read_manifest, read_predictions, read_trials
 from sift_bench.search import plan_extensions
 from sift_bench.spec import TrialSpec
 from sift_bench.suite import load_suite
@@ -29,7 +29,7 @@ def planned_with_extensions(suite_path: Path, results: Path) -> dict[str, TrialS
     round, as `sift-bench run` does: what a complete folder must hold."""
     suite = load_suite(suite_path)
     planned = expand(suite)
-    trials = trials_frame(read_trials(results), results)
+    trials = load_run(results).trials
     while more := plan_extensions(suite, planned, trials).specs:
         planned += more
     return {s.trial_id: s for s in planned}
